@@ -1,0 +1,26 @@
+"""Benchmarks: each case runs minikv beside a baseline in the same process and prints ratios.
+
+``minikv bench generate`` (or ``python -m minikv.bench generate``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+CASES = {
+    "generate": ("minikv.bench.generate", "prefill and decode tokens/s, minikv vs transformers"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in CASES:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: unknown benchmark {argv[0]!r}", file=sys.stderr)
+        print("usage: minikv bench CASE [options]   (CASE --help for options)\n\ncases:")
+        for name, (_, what) in CASES.items():
+            print(f"  {name:<10} {what}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    import importlib
+
+    return importlib.import_module(CASES[argv[0]][0]).run(argv[1:])

@@ -1,0 +1,5 @@
+import sys
+
+from minikv.bench import main
+
+sys.exit(main())

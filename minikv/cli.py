@@ -1,0 +1,124 @@
+"""The ``minikv`` command: demo, generate, bench, grade, exercises, doctor.
+
+Errors a user can cause print one line (``error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from minikv.errors import MinikvError
+
+DEMO_QUESTION = "What is the capital of France?"
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from minikv import LLM, SamplingParams
+
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    llm = LLM(args.model, device=args.device)
+    out = llm.generate(args.prompt, params, chat=args.chat)[0]
+    print(out.text)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from minikv import LLM, SamplingParams
+
+    llm = LLM(args.model, device=args.device)
+    print(f"model: {args.model}  ({llm.config.num_layers} layers, {llm.config.num_heads} heads / "
+          f"{llm.config.num_kv_heads} KV heads, on {llm.device})")
+    for question in [DEMO_QUESTION, *args.questions]:
+        out = llm.chat(question, SamplingParams(max_tokens=args.max_tokens, temperature=0.0))
+        m = out.metrics
+        print(f"\nuser: {question}\nassistant: {out.text.strip()}")
+        print(f"  [{len(out.prompt_token_ids)} prompt tokens, {len(out.token_ids)} generated, "
+              f"TTFT {m.ttft * 1000:.0f} ms, {len(out.token_ids) / m.e2e:.1f} tokens/s]")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from minikv.doctor import report
+
+    rows = report()
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from minikv.bench import main as bench_main
+
+    return bench_main([args.case, *args.rest])
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from minikv.grade import main as grade_main
+
+    return grade_main(args.rest)
+
+
+def _cmd_exercises(args: argparse.Namespace) -> int:
+    from minikv.grade.stubs import main as stubs_main
+
+    return stubs_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minikv", description="Learn and run KV-cache reuse in LLM inference.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", default="smollm2-135m", help="model name, checkpoint directory or hub id")
+        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+    p = sub.add_parser("generate", help="generate a completion for one prompt")
+    p.add_argument("prompt")
+    model_args(p)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("demo", help="the engine's main job on the embedded model")
+    model_args(p)
+    p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument("questions", nargs="*", help="extra questions to ask")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("doctor", help="versions, CPU/GPU, Triton mode, model cache")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("bench", help="benchmarks against a baseline in the same process (minikv bench --help)")
+    p.add_argument("case", nargs="?", default="--help")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("grade", help="grade the exercises (minikv grade --help)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_grade)
+
+    p = sub.add_parser("exercises", help="regenerate exercises/ from solutions/ (--check: verify only)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_exercises)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MinikvError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Sequence: one request's tokens and state as it moves through the engine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from minikv.outputs import RequestMetrics
+from minikv.sampling import SamplingParams
+
+
+@dataclass
+class Sequence:
+    request_id: int
+    prompt: str | None
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    output_token_ids: list[int] = field(default_factory=list)
+    num_cached_tokens: int = 0
+    finish_reason: str | None = None
+    generator: torch.Generator | None = None
+    metrics: RequestMetrics = field(default_factory=RequestMetrics)
+
+    def __post_init__(self) -> None:
+        self.metrics.arrival_time = time.perf_counter()
+        self.metrics.num_prompt_tokens = len(self.prompt_token_ids)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    def __len__(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def append(self, token: int, eos_ids: set[int]) -> None:
+        """Record a sampled token and decide whether the sequence is done."""
+        if not self.output_token_ids:
+            self.metrics.first_token_time = time.perf_counter()
+        self.output_token_ids.append(token)
+        if not self.params.ignore_eos and (token in eos_ids or token in self.params.stop_token_ids):
+            self.finish_reason = "stop"
+        elif len(self.output_token_ids) >= self.params.max_tokens:
+            self.finish_reason = "length"
+        if self.finished:
+            self.metrics.finished_time = time.perf_counter()
+            self.metrics.num_generated_tokens = len(self.output_token_ids)

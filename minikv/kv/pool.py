@@ -1,0 +1,131 @@
+"""The paged KV pool: one preallocated K and V tensor per layer, cut into blocks.
+
+Layout of each layer's cache: ``[num_blocks, block_size, num_kv_heads, head_dim]``.
+
+Why this order:
+
+- one token's K (or V) for all heads, ``[num_kv_heads, head_dim]``, is one
+  contiguous run of memory, so writing a new token is a single copy;
+- a *slot* ``= block_id * block_size + offset`` indexes the flat view
+  ``[num_blocks * block_size, num_kv_heads, head_dim]`` (a free ``view``, no
+  copy), so writing a whole batch of new tokens is one ``index_copy_`` with
+  the slot mapping;
+- a block is one contiguous chunk of ``block_size * num_kv_heads * head_dim``
+  elements, so gathering a sequence through its block table reads whole chunks.
+
+All layers live in one allocation ``[2, num_layers, num_blocks, block_size,
+num_kv_heads, head_dim]`` so that the memory budget is spent in one piece;
+``k_cache(layer)`` / ``v_cache(layer)`` are views into it. The pool is zeroed
+at start, so never-written slots hold finite values.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minikv.errors import KVCacheFull
+from minikv.kv.allocator import BlockAllocator
+
+
+def bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    """Bytes of K plus V that one token occupies across all layers."""
+    return 2 * num_layers * num_kv_heads * head_dim * dtype.itemsize
+
+
+class KVPool:
+    """Per-layer paged K/V tensors plus the :class:`BlockAllocator` over their blocks.
+
+    Give exactly one of ``num_blocks`` or ``memory_bytes``. With a memory
+    budget, ``num_blocks = memory_bytes // bytes_per_block`` where
+    ``bytes_per_block = 2 * num_layers * block_size * num_kv_heads * head_dim * itemsize``.
+    A budget (or ``num_blocks``) that holds no block raises :class:`KVCacheFull`.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        block_size: int,
+        num_blocks: int | None = None,
+        memory_bytes: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        for name, value in (
+            ("num_layers", num_layers),
+            ("num_kv_heads", num_kv_heads),
+            ("head_dim", head_dim),
+            ("block_size", block_size),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if (num_blocks is None) == (memory_bytes is None):
+            raise ValueError("give exactly one of num_blocks or memory_bytes")
+
+        self.num_layers = num_layers
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.block_size = block_size
+        self.dtype = dtype
+        self.device = torch.device(device)
+
+        per_block = self.bytes_per_block
+        if memory_bytes is not None:
+            if memory_bytes < per_block:
+                raise KVCacheFull(
+                    f"a KV memory budget of {memory_bytes} bytes holds no block: one block of "
+                    f"{block_size} tokens needs {per_block} bytes (2 x {num_layers} layers x "
+                    f"{block_size} tokens x {num_kv_heads} kv heads x {head_dim} head_dim x "
+                    f"{dtype.itemsize} bytes); raise kv_cache_memory to at least {per_block} "
+                    f"or lower block_size"
+                )
+            num_blocks = memory_bytes // per_block
+        assert num_blocks is not None
+        if num_blocks < 0:
+            raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
+        if num_blocks == 0:
+            raise KVCacheFull("a KV pool of 0 blocks holds no token; raise num_blocks to at least 1")
+        self.num_blocks = int(num_blocks)
+
+        # [2 (K, V), num_layers, num_blocks, block_size, num_kv_heads, head_dim]
+        self.kv = torch.zeros(
+            (2, num_layers, self.num_blocks, block_size, num_kv_heads, head_dim),
+            dtype=dtype,
+            device=self.device,
+        )
+        self.allocator = BlockAllocator(self.num_blocks, block_size=block_size)
+
+    @property
+    def bytes_per_token(self) -> int:
+        return bytes_per_token(self.num_layers, self.num_kv_heads, self.head_dim, self.dtype)
+
+    @property
+    def bytes_per_block(self) -> int:
+        return self.block_size * self.bytes_per_token
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes actually held by the K and V tensors (at most the budget given)."""
+        return self.num_blocks * self.bytes_per_block
+
+    @property
+    def capacity_tokens(self) -> int:
+        """How many token slots the pool has in all (free or not)."""
+        return self.num_blocks * self.block_size
+
+    def k_cache(self, layer: int) -> torch.Tensor:
+        """K of one layer, a view: # [num_blocks, block_size, num_kv_heads, head_dim]"""
+        return self.kv[0, layer]
+
+    def v_cache(self, layer: int) -> torch.Tensor:
+        """V of one layer, a view: # [num_blocks, block_size, num_kv_heads, head_dim]"""
+        return self.kv[1, layer]
+
+    def __repr__(self) -> str:
+        return (
+            f"KVPool(layers={self.num_layers}, kv_heads={self.num_kv_heads}, "
+            f"head_dim={self.head_dim}, block_size={self.block_size}, "
+            f"num_blocks={self.num_blocks}, dtype={self.dtype}, device={self.device}, "
+            f"free_blocks={self.allocator.num_free})"
+        )
