@@ -51,7 +51,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from minikv.bench import main as bench_main
 
-    return bench_main([args.case, *args.rest])
+    return bench_main(args.rest)
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="versions, CPU/GPU, Triton mode, model cache")
     p.set_defaults(func=_cmd_doctor)
 
-    p = sub.add_parser("bench", help="benchmarks against a baseline in the same process (minikv bench --help)")
-    p.add_argument("case", nargs="?", default="--help")
+    p = sub.add_parser("bench", help="benchmarks against a baseline in the same process (minikv bench --help)",
+                       add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bench)
 
@@ -108,9 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PASSTHROUGH = {"bench": _cmd_bench, "grade": _cmd_grade, "exercises": _cmd_exercises}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in PASSTHROUGH:  # these parse their own options
+            return PASSTHROUGH[argv[0]](argparse.Namespace(rest=argv[1:]))
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except MinikvError as e:
         print(f"error: {e}", file=sys.stderr)

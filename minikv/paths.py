@@ -11,6 +11,8 @@ def cache_dir() -> Path:
     env = os.environ.get("MINIKV_CACHE")
     if env:
         return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
+    try:
+        from platformdirs import user_cache_dir
+    except ImportError:  # platformdirs is a dependency, but keep a sane default without it
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minikv"
     return Path(user_cache_dir("minikv", appauthor=False))

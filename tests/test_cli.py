@@ -1,0 +1,34 @@
+"""The minikv command line, happy paths (errors: tests/test_engine_errors.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from minikv.cli import main
+
+
+def test_generate_prints_text(capsys) -> None:
+    assert main(["generate", "--model", "tiny-llama", "--max-tokens", "5", "hello"]) == 0
+    assert capsys.readouterr().out.strip() != ""
+
+
+def test_doctor_reports_environment_and_cache(capsys) -> None:
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for label in ("torch", "transformers", "triton kernels", "model cache", "device"):
+        assert label in out
+
+
+def test_bench_lists_cases(capsys) -> None:
+    assert main(["bench", "--help"]) == 0
+    assert "generate" in capsys.readouterr().out
+    assert main(["bench", "nope"]) == 2
+
+
+def test_console_script_error_has_no_traceback() -> None:
+    proc = subprocess.run([sys.executable, "-m", "minikv", "generate", "--max-tokens", "0", "--model", "tiny-llama", "x"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().startswith("error: max_tokens must be at least 1")
+    assert "Traceback" not in proc.stderr
