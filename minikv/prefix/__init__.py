@@ -1,0 +1,69 @@
+"""Prefix caching: reuse the K/V of a prompt's cached prefix across requests.
+
+Every cache here implements :class:`PrefixCache` and owns all blocks of the
+KV pool, so an engine's block manager uses it in place of a plain
+``BlockAllocator``: ``match`` -> ``allocate`` the rest -> run -> ``insert``
+full blocks -> ``release`` on finish. Pick one with :func:`make_prefix_cache`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from minikv.errors import InvalidRequestError
+from minikv.prefix.base import (
+    CacheStats,
+    Match,
+    NoPrefixCache,
+    PrefixCache,
+    PrefixCacheError,
+    max_cached_blocks,
+)
+from minikv.prefix.hashing import (
+    HASH_FUNCTIONS,
+    ROOT_HASH,
+    BlockHashCache,
+    chain_block_hashes,
+    encode_block,
+    hash_block,
+)
+
+PREFIX_CACHE_KINDS: dict[str, Callable[..., PrefixCache]] = {
+    "none": NoPrefixCache,
+    "hash": BlockHashCache,
+}
+"""Constructors by kind name; each is called as ``(num_blocks, block_size, **kw)``."""
+
+
+def make_prefix_cache(kind: str, num_blocks: int, block_size: int, **kw: object) -> PrefixCache:
+    """A prefix cache of the named kind owning ``num_blocks`` blocks of ``block_size`` tokens.
+
+    ``kw`` goes to the constructor (e.g. ``hash_fn="xxh3_128"`` for ``"hash"``).
+
+    >>> make_prefix_cache("hash", num_blocks=8, block_size=16).stats().num_free
+    8
+    """
+    try:
+        factory = PREFIX_CACHE_KINDS[kind]
+    except (KeyError, TypeError):
+        choices = ", ".join(repr(k) for k in PREFIX_CACHE_KINDS)
+        raise InvalidRequestError(f"unknown prefix cache {kind!r}; choose one of {choices}") from None
+    return factory(num_blocks, block_size, **kw)
+
+
+__all__ = [
+    "HASH_FUNCTIONS",
+    "PREFIX_CACHE_KINDS",
+    "ROOT_HASH",
+    "BlockHashCache",
+    "CacheStats",
+    "Match",
+    "NoPrefixCache",
+    "PrefixCache",
+    "PrefixCacheError",
+    "chain_block_hashes",
+    "encode_block",
+    "hash_block",
+    "make_prefix_cache",
+    "max_cached_blocks",
+]
