@@ -1,0 +1,147 @@
+"""The exercises the grader knows, each with its checks.
+
+A chapter's author adds ``minikv/grade/checks/chNN.py`` that registers its
+exercises at import (every ``chNN`` module in that package is imported on
+first use)::
+
+    ex = register(Exercise("3.1", "chain block hashes", module="ch03_hashing",
+                           attrs=("chain_block_hashes",), hint="..."))
+
+    @ex.check("a 40-token prompt has 2 full blocks")
+    def _two_blocks(learner: Learner) -> None:
+        chain = learner.get("chain_block_hashes")
+        ...  # raise CheckFailed("<one line: what differs>") on a mismatch
+
+A check is data in, data out: it calls the learner's code on seeded or
+hypothesis-drawn inputs, compares with minikv's reference and raises
+:class:`~minikv.grade.compare.CheckFailed` (or lets the learner's exception
+through) on the first difference. It may return a short note shown on PASS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from minikv.errors import MinikvError
+
+if TYPE_CHECKING:
+    from minikv.grade.runner import Learner
+
+CheckFn = Callable[["Learner"], "str | None"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named check. ``final``: run only when every earlier check of the exercise passed
+    (for slow end-to-end checks such as plugging the piece into the engine)."""
+
+    name: str
+    fn: CheckFn
+    hint: str | None = None
+    final: bool = False
+
+
+@dataclass
+class Exercise:
+    """An exercise: ``id`` "N.M", its ``title`` (as in the solution's docstring tag), the
+    ``module`` stem of ``solutions/`` and ``exercises/`` files, the ``attrs`` the learner
+    writes there (``attrs[0]`` is what ``check(id, obj)`` replaces), a ``hint`` shown on
+    failure, and whether it ``needs_gpu``. Compute slow reference outputs in a function
+    decorated with :func:`minikv.grade.memo.shared` so they are computed once per session."""
+
+    id: str
+    title: str
+    module: str
+    attrs: tuple[str, ...]
+    hint: str
+    needs_gpu: bool = False
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def chapter(self) -> int:
+        return int(self.id.split(".")[0])
+
+    @property
+    def sort_key(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.id.split("."))
+
+    def check(self, name: str, *, hint: str | None = None, final: bool = False) -> Callable[[CheckFn], CheckFn]:
+        """Decorator: add ``fn(learner)`` as this exercise's next check."""
+
+        def add(fn: CheckFn) -> CheckFn:
+            self.checks.append(Check(name, fn, hint, final))
+            return fn
+
+        return add
+
+
+_REGISTRY: dict[str, Exercise] = {}
+_loaded = False
+
+
+def register(exercise: Exercise) -> Exercise:
+    """Add ``exercise`` to the registry (its id must be new) and return it."""
+    parts = exercise.id.split(".")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"exercise id {exercise.id!r} must look like 'N.M'")
+    if exercise.id in _REGISTRY and _REGISTRY[exercise.id] is not exercise:
+        raise ValueError(f"exercise {exercise.id} is registered twice")
+    if not exercise.attrs:
+        raise ValueError(f"exercise {exercise.id} names no attribute for the learner to write")
+    _REGISTRY[exercise.id] = exercise
+    return exercise
+
+
+def unregister(exercise_id: str) -> None:
+    """Drop an exercise (tests register throwaway ones)."""
+    _REGISTRY.pop(exercise_id, None)
+
+
+def _load_checks() -> None:
+    global _loaded
+    if _loaded:
+        return
+    import minikv.grade.checks as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("ch"):
+            try:
+                importlib.import_module(f"{package.__name__}.{info.name}")
+            except ModuleNotFoundError as exc:
+                if exc.name and exc.name.split(".")[0] in ("minikv",):
+                    raise
+                raise MinikvError(
+                    f"the grader needs the Python package {exc.name!r}; install the course extras: "
+                    "pip install -e '.[course]' (or pip install hypothesis)"
+                ) from exc
+    _loaded = True
+
+
+def all_exercises() -> list[Exercise]:
+    """Every registered exercise, in course order (1.1, 1.2, ..., 2.1, ...)."""
+    _load_checks()
+    return sorted(_REGISTRY.values(), key=lambda e: e.sort_key)
+
+
+def get(exercise_id: str) -> Exercise:
+    """The exercise with id ``exercise_id`` ("1.2"); a clear error if unknown."""
+    _load_checks()
+    exercise_id = str(exercise_id).strip()
+    if exercise_id not in _REGISTRY:
+        known = ", ".join(e.id for e in all_exercises())
+        raise MinikvError(f"no exercise {exercise_id!r}; known exercises: {known}")
+    return _REGISTRY[exercise_id]
+
+
+def select(ids: list[str] | tuple[str, ...] | None = None, chapter: int | None = None) -> list[Exercise]:
+    """The exercises named by ``ids`` (all when empty), kept to ``chapter`` if given."""
+    chosen = [get(i) for i in ids] if ids else all_exercises()
+    if chapter is not None:
+        chosen = [e for e in chosen if e.chapter == chapter]
+        if not chosen:
+            chapters = sorted({e.chapter for e in all_exercises()})
+            raise MinikvError(f"no exercises in chapter {chapter} (among those selected); chapters with exercises: {chapters}")
+    return chosen

@@ -1,0 +1,29 @@
+"""1.2 bug: reshapes [T, H, D] to [H, T, D] instead of transposing."""
+
+import torch
+
+from minikv.errors import KVCacheFull
+
+TARGET = "1.2"
+EXPECT = "differs at"
+
+
+class KVCache:
+    def __init__(self, num_layers, num_kv_heads, head_dim, max_len, dtype=torch.float32, device="cpu"):
+        self.max_len = max_len
+        self.k = torch.zeros(num_layers, num_kv_heads, max_len + 1, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.lengths = [0] * num_layers
+
+    def append(self, layer, k, v):
+        start = self.lengths[layer]
+        end = start + k.shape[0]
+        if end > self.max_len:
+            raise KVCacheFull(f"needs {end} > {self.max_len}")
+        self.k[layer, :, start:end] = k.reshape(k.shape[1], k.shape[0], k.shape[2])
+        self.v[layer, :, start:end] = v.reshape(v.shape[1], v.shape[0], v.shape[2])
+        self.lengths[layer] = end
+        return self.k[layer, :, :end], self.v[layer, :, :end]
+
+    def __len__(self):
+        return self.lengths[-1]
