@@ -27,10 +27,12 @@ from minikv.prefix.hashing import (
     encode_block,
     hash_block,
 )
+from minikv.prefix.radix import RadixCache
 
 PREFIX_CACHE_KINDS: dict[str, Callable[..., PrefixCache]] = {
     "none": NoPrefixCache,
     "hash": BlockHashCache,
+    "radix": RadixCache,
 }
 """Constructors by kind name; each is called as ``(num_blocks, block_size, **kw)``."""
 
@@ -61,6 +63,7 @@ __all__ = [
     "NoPrefixCache",
     "PrefixCache",
     "PrefixCacheError",
+    "RadixCache",
     "chain_block_hashes",
     "encode_block",
     "hash_block",

@@ -37,10 +37,19 @@ class Match:
 
     ``num_cached_tokens == len(block_ids) * block_size``; a miss is ``Match((), 0)``.
     The caller owns one reference on each block and must ``release`` it.
+
+    A partial hit (only a token-granular cache gives one, e.g. the radix cache
+    at ``page_size=1``): ``copy_from_block`` is set and the *last* block of
+    ``block_ids`` is a fresh block of the caller's own. Before running the
+    model, copy the first ``copy_tokens`` slots of ``copy_from_block`` into it
+    (every layer, K and V; copy-on-write of a partly shared block). Then
+    ``num_cached_tokens == (len(block_ids) - 1) * block_size + copy_tokens``.
     """
 
     block_ids: tuple[int, ...]
     num_cached_tokens: int
+    copy_from_block: int | None = None
+    copy_tokens: int = 0
 
 
 @dataclass(frozen=True)
