@@ -50,14 +50,14 @@ def test_solutions_all_pass() -> None:
         assert r.status == mg.PASS, repr(r)
         assert r.passed == r.total >= 3
     engine = [c for r in results for c in r.checks if "LLM('tiny-llama')" in c.name]
-    assert len(engine) == 2 and all("match minikv's" in c.message for c in engine)
+    assert len(engine) >= 3 and all("match minikv's" in c.message for c in engine)
 
 
 def test_generated_exercises_all_read_todo() -> None:
     results = mg.grade(impl="exercises")
     assert {r.status for r in results} == {mg.TODO}
     for r in results:
-        assert r.passed == 0 and r.message == "not started (exercises/ch01_kv_cache.py)"
+        assert r.passed == 0 and r.message == f"not started (exercises/{registry.get(r.id).module}.py)"
         assert r.hint == ""
 
 
@@ -242,7 +242,7 @@ def test_cli_table_json_and_exit_codes(tmp_path: Path, capfd: pytest.CaptureFixt
                                                              "status": "PASS", "message": ""}
 
     assert mg.main(["9.9"]) == 2
-    assert "no exercise '9.9'; known exercises: 1.1, 1.2, 1.3" in capfd.readouterr().err
+    assert "no exercise '9.9'; known exercises: 1.1, 1.2, 1.3, 2.1, 2.2, 2.3, 2.4" in capfd.readouterr().err
     assert mg.main(["--chapter", "7"]) == 2
     assert mg.main(["--impl", "nope"]) == 2
     capfd.readouterr()

@@ -9,6 +9,8 @@ import sys
 
 CASES = {
     "generate": ("minikv.bench.generate", "prefill and decode tokens/s, minikv vs transformers"),
+    "batch": ("minikv.bench.batch", "batched decode tokens/s: paged vs contiguous KV vs transformers"),
+    "prefix": ("minikv.bench.prefix", "prefix cache bookkeeping us/token and hit rate vs ideal: hash vs radix"),
 }
 
 

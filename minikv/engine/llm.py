@@ -1,18 +1,31 @@
-"""LLM: the user-facing engine (vLLM's names): ``LLM(model).generate(prompts, SamplingParams(...))``."""
+"""LLM: the user-facing engine (vLLM's names): ``LLM(model).generate(prompts, SamplingParams(...))``.
+
+A thin facade over the engine's one road: prompts become :class:`Sequence` s,
+the :class:`Scheduler` admits them into the KV cache (:class:`BlockManager`),
+the :class:`ModelRunner` runs each batched step and samples.
+"""
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable, Sequence as Seq
+import operator
+from typing import Any, Iterable, Literal, Sequence as Seq
 
 import torch
 
-from minikv.attention.contiguous import ContiguousStep, DecodeFn
+from minikv.attention.contiguous import DecodeFn
+from minikv.attention.paged import PagedDecodeFn
+from minikv.attention.padded import PaddedKVCache
 from minikv.config import ModelConfig
-from minikv.engine.sampler import sample
+from minikv.engine.block_manager import BlockManager
+from minikv.engine.model_runner import ModelRunner
+from minikv.engine.scheduler import Scheduler
 from minikv.engine.sequence import Sequence
-from minikv.errors import InvalidRequestError
+from minikv.engine.sequential import SequentialRunner
+from minikv.errors import InvalidRequestError, KVCacheFull
+from minikv.kv.allocator import BlockAllocator
 from minikv.kv.contiguous import ContiguousKVCache
+from minikv.kv.pool import KVPool, bytes_per_token
 from minikv.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer, resolve
 from minikv.outputs import RequestOutput
 from minikv.sampling import SamplingParams
@@ -20,10 +33,51 @@ from minikv.sampling import SamplingParams
 PromptLike = str | dict[str, Any]
 
 PREFIX_CACHES = ("none",)
+KV_LAYOUTS = ("paged", "contiguous")
+MiB = 1 << 20
+DEFAULT_KV_CAP = {"cpu": 256 * MiB, "cuda": 4096 * MiB}
+DEFAULT_KV_SEQS = 4
 
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_kv_cache_memory(token_bytes: int, max_model_len: int, device: torch.device) -> int:
+    """Room for ``DEFAULT_KV_SEQS`` (4) full-context sequences, at most 256 MiB on CPU (4 GiB on a GPU)."""
+    cap = DEFAULT_KV_CAP.get(device.type, DEFAULT_KV_CAP["cpu"])
+    return min(DEFAULT_KV_SEQS * max_model_len * token_bytes, cap)
+
+
+def _check_kv_settings(kv_layout: str | None, plugged: bool, paged_plug: bool, block_size: int,
+                       num_blocks: int | None, kv_cache_memory: int | None) -> str:
+    """Validate the KV-cache arguments of :class:`LLM`; return the layout to use."""
+    if plugged and paged_plug:
+        raise InvalidRequestError(
+            "paged_decode_attention plugs into the paged layout, kv_cache_cls / decode_attention into the "
+            "contiguous one; give one or the other"
+        )
+    kv_layout = kv_layout or ("contiguous" if plugged else "paged")
+    if kv_layout not in KV_LAYOUTS:
+        raise InvalidRequestError(f"kv_layout={kv_layout!r} is unknown; choose from {KV_LAYOUTS}")
+    if plugged and kv_layout != "contiguous":
+        raise InvalidRequestError(
+            "kv_cache_cls / decode_attention plug into the contiguous layout; drop kv_layout='paged' or the plug-in"
+        )
+    if paged_plug and kv_layout != "paged":
+        raise InvalidRequestError(
+            "paged_decode_attention plugs into the paged layout; drop kv_layout='contiguous' or the plug-in"
+        )
+    if not isinstance(block_size, int) or block_size < 1:
+        raise InvalidRequestError(f"block_size must be a positive int, got {block_size!r}")
+    if num_blocks is not None and kv_cache_memory is not None:
+        raise InvalidRequestError("give num_blocks or kv_cache_memory, not both")
+    if num_blocks is not None and kv_layout != "paged":
+        raise InvalidRequestError("num_blocks sizes the paged pool; with kv_layout='contiguous' give kv_cache_memory")
+    for name, value in (("num_blocks", num_blocks), ("kv_cache_memory", kv_cache_memory)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise InvalidRequestError(f"{name} must be a positive int, got {value!r}")
+    return kv_layout
 
 
 class LLM:
@@ -32,8 +86,22 @@ class LLM:
     ``model``: a name (``"smollm2-135m"``, ``"tiny-llama"``...), a checkpoint
     directory or a hub id (see :func:`minikv.models.resolve`).
     ``prefix_cache``: ``"none"`` for now; later chapters add ``"hash"`` and ``"radix"``.
+
+    KV cache: ``kv_layout="paged"`` (default) keeps every sequence's K/V in
+    blocks of ``block_size`` tokens of one preallocated :class:`KVPool`;
+    ``"contiguous"`` gives each sequence of a batch one padded row sized for
+    the longest one (the baseline). The cache is sized by ``kv_cache_memory``
+    (bytes) or, paged only, ``num_blocks``; by default it holds 4 sequences of
+    the full context, capped at 256 MiB on CPU and 4 GiB on a GPU.
+    Several prompts run as one batch; what does not fit waits until earlier
+    sequences finish.
+
     ``kv_cache_cls`` / ``decode_attention``: swap in your own contiguous
-    cache class or single-token attention function (chapter 01's exercises).
+    cache class or single-token attention function (chapter 01's exercises);
+    either one implies the contiguous layout, one sequence at a time.
+    ``paged_decode_attention``: your batched paged decode attention (chapter
+    02, the signature of :func:`minikv.attention.torch_ref.paged_decode_attention`)
+    in place of the engine's, on the paged layout.
     """
 
     def __init__(
@@ -45,13 +113,23 @@ class LLM:
         dtype: torch.dtype | str | None = None,
         seed: int = 0,
         max_model_len: int | None = None,
-        kv_cache_cls: type = ContiguousKVCache,
+        kv_layout: Literal["paged", "contiguous"] | None = None,
+        block_size: int = 16,
+        num_blocks: int | None = None,
+        kv_cache_memory: int | None = None,
+        kv_cache_cls: type | None = None,
         decode_attention: DecodeFn | None = None,
+        paged_decode_attention: PagedDecodeFn | None = None,
     ) -> None:
         if prefix_cache not in PREFIX_CACHES:
             raise InvalidRequestError(
                 f"prefix_cache={prefix_cache!r} is not available in this version; choose from {PREFIX_CACHES}"
             )
+        plugged = kv_cache_cls is not None or decode_attention is not None
+        kv_layout = _check_kv_settings(kv_layout, plugged, paged_decode_attention is not None, block_size,
+                                       num_blocks, kv_cache_memory)
+        self.paged_decode_attention = paged_decode_attention
+
         self.device = torch.device(device) if device is not None else _default_device()
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
@@ -66,11 +144,27 @@ class LLM:
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
         self.prefix_cache = prefix_cache
-        self.kv_cache_cls = kv_cache_cls
-        self.decode_attention = decode_attention
         self.scale = self.config.head_dim ** -0.5
         self._generator = torch.Generator().manual_seed(seed)
         self._ids = itertools.count()
+
+        cfg = self.config
+        self.kv_layout: str = kv_layout
+        self.block_size = block_size
+        self.kv_bytes_per_token = bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype)
+        self.kv_cache_memory = kv_cache_memory or default_kv_cache_memory(
+            self.kv_bytes_per_token, self.max_model_len, self.device)
+        self.kv_pool: KVPool | None = None
+        if kv_layout == "paged":
+            size = {"num_blocks": num_blocks} if num_blocks is not None else {"memory_bytes": self.kv_cache_memory}
+            self.kv_pool = KVPool(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, block_size, **size,
+                                  dtype=self.dtype, device=self.device)
+            self.kv_cache_memory = self.kv_pool.memory_bytes
+        self._sequential: SequentialRunner | None = None
+        if plugged:
+            self._sequential = SequentialRunner(
+                self.model, cfg, kv_cache_cls or ContiguousKVCache, decode_attention, self.scale, self.dtype,
+                self.device, self.eos_ids, self.max_model_len)
 
     # ---- input handling -------------------------------------------------------------------
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
@@ -86,7 +180,10 @@ class LLM:
 
     def _make_sequence(self, prompt: PromptLike, params: SamplingParams, chat: bool) -> Sequence:
         if isinstance(prompt, dict):
-            ids = [int(t) for t in prompt.get("prompt_token_ids", [])]
+            try:
+                ids = [operator.index(t) for t in prompt.get("prompt_token_ids", [])]
+            except TypeError:
+                raise InvalidRequestError("prompt_token_ids must be a list of ints (token ids)") from None
             text = prompt.get("prompt")
         elif isinstance(prompt, str):
             if not prompt.strip():
@@ -141,33 +238,55 @@ class LLM:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(seqs), desc="generating", unit="req")
-        with torch.inference_mode():
-            for seq in seqs:
-                self._run_contiguous(seq)
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
+        try:
+            if self._sequential is not None:
+                for seq in seqs:
+                    self._sequential.run(seq)
+                    if bar is not None:
+                        bar.update(1)
+            elif seqs:
+                self._run_batch(seqs, bar)
+        finally:
+            if bar is not None:
+                bar.close()
         return [self._output(s) for s in seqs]
 
-    def _run_contiguous(self, seq: Sequence) -> None:
-        """Prefill the prompt, then decode one token at a time into a contiguous cache."""
+    def _kv_for(self, seqs: list[Sequence]) -> tuple[KVPool | PaddedKVCache, BlockManager]:
+        """The KV store for this batch and a block manager over it; raises :class:`KVCacheFull` before any work."""
+        if self.kv_pool is not None:
+            manager = BlockManager(self.kv_pool.allocator, self.block_size, self.max_model_len,
+                                   self.kv_pool.bytes_per_block)
+            for i, seq in enumerate(seqs):
+                manager.check_fits(seq, f"prompt {i}" if len(seqs) > 1 else "the request")
+            return self.kv_pool, manager
         cfg = self.config
-        max_len = min(len(seq) + seq.params.max_tokens, self.max_model_len)
-        cache = self.kv_cache_cls(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, max_len, dtype=self.dtype, device=self.device)
-        new = seq.prompt_token_ids
-        while True:
-            step = ContiguousStep([cache], [len(new)], self.scale, self.decode_attention)
-            ids = torch.tensor(new, dtype=torch.long, device=self.device)
-            positions = torch.arange(len(seq) - len(new), len(seq), device=self.device)
-            logits = self.model(ids, positions, step, torch.tensor([len(new) - 1], device=self.device))
-            seq.append(sample(logits, [seq])[0], self.eos_ids)
-            if not seq.finished and len(seq) >= self.max_model_len:
-                seq.finish_reason = "length"
-                seq.metrics.num_generated_tokens = len(seq.output_token_ids)
-            if seq.finished:
-                return
-            new = seq.output_token_ids[-1:]
+        row_len = max(s.max_length(self.max_model_len) for s in seqs)
+        row_bytes = row_len * self.kv_bytes_per_token
+        rows = min(len(seqs), self.kv_cache_memory // row_bytes)
+        if rows == 0:
+            raise KVCacheFull(
+                f"the contiguous KV cache gives every sequence a row of {row_len} tokens ({row_bytes} bytes), "
+                f"but kv_cache_memory is {self.kv_cache_memory} bytes ({self.kv_cache_memory // self.kv_bytes_per_token} "
+                f"tokens); raise kv_cache_memory to at least {row_bytes}, or lower max_tokens, or shorten the prompt"
+            )
+        cache = PaddedKVCache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, rows, row_len, self.dtype, self.device)
+        return cache, BlockManager(BlockAllocator(rows, block_size=row_len), row_len, self.max_model_len, row_bytes)
+
+    def _run_batch(self, seqs: list[Sequence], bar: Any = None) -> None:
+        """Run all sequences to completion as one batch stepping together."""
+        kv, manager = self._kv_for(seqs)
+        scheduler = Scheduler(manager, self.eos_ids, self.max_model_len)
+        runner = ModelRunner(self.model, kv, self.scale, self.device, self.paged_decode_attention)
+        for seq in seqs:
+            scheduler.add(seq)
+        try:
+            while not scheduler.is_finished:
+                batch, _ = scheduler.schedule()
+                finished = scheduler.postprocess(batch, runner.run(batch))
+                if bar is not None and finished:
+                    bar.update(len(finished))
+        finally:
+            scheduler.abort_all()  # on an error or interrupt: nothing stays allocated
 
     def _output(self, seq: Sequence) -> RequestOutput:
         return RequestOutput(

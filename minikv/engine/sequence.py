@@ -7,12 +7,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from minikv.kv.block_table import BlockTable
 from minikv.outputs import RequestMetrics
 from minikv.sampling import SamplingParams
 
 
 @dataclass
 class Sequence:
+    """A request in flight.
+
+    ``num_computed_tokens``: how many of ``token_ids`` already have their K/V in
+    the cache (the next forward feeds the rest). ``block_table``: where those
+    K/V live, set while the sequence holds cache memory (``None`` otherwise).
+    """
+
     request_id: int
     prompt: str | None
     prompt_token_ids: list[int]
@@ -22,6 +30,8 @@ class Sequence:
     finish_reason: str | None = None
     generator: torch.Generator | None = None
     metrics: RequestMetrics = field(default_factory=RequestMetrics)
+    num_computed_tokens: int = 0
+    block_table: BlockTable | None = None
 
     def __post_init__(self) -> None:
         self.metrics.arrival_time = time.perf_counter()
@@ -38,15 +48,26 @@ class Sequence:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def append(self, token: int, eos_ids: set[int]) -> None:
-        """Record a sampled token and decide whether the sequence is done."""
+    def max_length(self, max_model_len: int) -> int:
+        """The most tokens (prompt + generated) this sequence can reach."""
+        return min(len(self.prompt_token_ids) + self.params.max_tokens, max_model_len)
+
+    def append(self, token: int, eos_ids: set[int], max_model_len: int | None = None) -> None:
+        """Record a sampled token and decide whether the sequence is done.
+
+        Stops on an end-of-sequence token ("stop", unless ``ignore_eos``), at
+        ``max_tokens`` or when the sequence fills the model's context ("length").
+        """
+        now = time.perf_counter()
         if not self.output_token_ids:
-            self.metrics.first_token_time = time.perf_counter()
+            self.metrics.first_token_time = now
         self.output_token_ids.append(token)
         if not self.params.ignore_eos and (token in eos_ids or token in self.params.stop_token_ids):
             self.finish_reason = "stop"
         elif len(self.output_token_ids) >= self.params.max_tokens:
             self.finish_reason = "length"
+        elif max_model_len is not None and len(self) >= max_model_len:
+            self.finish_reason = "length"
         if self.finished:
-            self.metrics.finished_time = time.perf_counter()
+            self.metrics.finished_time = now
             self.metrics.num_generated_tokens = len(self.output_token_ids)

@@ -1,0 +1,128 @@
+"""The paged backend: every sequence's K/V live in blocks of one shared :class:`~minikv.kv.KVPool`.
+
+:class:`PagedStep` is the engine's :class:`~minikv.attention.backend.AttentionStep`
+for the paged layout. Per layer it writes the new K/V at the slot mapping
+(what :func:`~minikv.attention.torch_ref.write_kv` does, minus its checks,
+which would stall a GPU every layer), then attends through the block
+tables. It computes what :func:`~minikv.attention.torch_ref.paged_attention`
+computes, faster:
+
+- decode steps (one new token per sequence): one gather of every sequence's
+  blocks into ``[batch, Hkv, max_len, D]``, then one fused SDPA call with a
+  length mask (:func:`paged_decode_sdpa`);
+- prefill of a sequence whose whole context is new: causal SDPA straight on
+  the new k/v, no gather;
+- prefill after a cached prefix: gather that sequence's blocks, SDPA with a
+  bottom-right causal mask.
+
+Grouped-query decode without copying K/V per query head: the
+``group = Hq // Hkv`` query heads that share a KV head are laid along SDPA's
+query-length axis, ``q [B, Hkv, group, D]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from minikv.attention.reference import causal_attention
+from minikv.kv.pool import KVPool
+
+# (q [B, Hq, D], k_cache, v_cache [num_blocks, block_size, Hkv, D], block_tables [B, max_blocks],
+#  context_lens [B], scale) -> [B, Hq, D]: torch_ref.paged_decode_attention's signature
+PagedDecodeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def gather_slots(
+    block_tables: torch.Tensor,  # [batch, max_blocks] long, pads past each sequence's blocks
+    max_len: int,
+    block_size: int,
+) -> torch.Tensor:  # [batch, max_len] long
+    """Flat slot of token ``t < max_len`` of each sequence (past a sequence's own blocks: junk, to be masked)."""
+    width = -(-max_len // block_size)
+    tables = block_tables[:, :width].clamp(min=0)
+    slots = tables[:, :, None] * block_size + torch.arange(block_size, device=tables.device)
+    return slots.flatten(1)[:, :max_len]
+
+
+def paged_decode_sdpa(
+    q: torch.Tensor,  # [batch, Hq, D], one new token per sequence
+    k_cache: torch.Tensor,  # [num_blocks, block_size, Hkv, D]
+    v_cache: torch.Tensor,  # [num_blocks, block_size, Hkv, D]
+    slots: torch.Tensor,  # [batch, max_len] long, from gather_slots
+    valid: torch.Tensor,  # [batch, 1, 1, max_len] bool, position < context_len
+    scale: float,
+) -> torch.Tensor:  # [batch, Hq, D]
+    """Batched decode attention: gather through the slots, then one masked SDPA."""
+    batch, num_q_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[2]
+    flat = slots.reshape(-1)
+    k = k_cache.view(-1, num_kv_heads, head_dim).index_select(0, flat)  # [batch * max_len, Hkv, D]
+    v = v_cache.view(-1, num_kv_heads, head_dim).index_select(0, flat)
+    k = k.view(batch, -1, num_kv_heads, head_dim).transpose(1, 2)  # [batch, Hkv, max_len, D]
+    v = v.view(batch, -1, num_kv_heads, head_dim).transpose(1, 2)
+    qg = q.view(batch, num_kv_heads, num_q_heads // num_kv_heads, head_dim)  # head h = kv * group + g
+    out = F.scaled_dot_product_attention(qg, k, v, attn_mask=valid, scale=scale)
+    return out.reshape(batch, num_q_heads, head_dim)
+
+
+class PagedStep:
+    """One forward pass over a batch whose K/V live in ``pool``.
+
+    ``slot_mapping [T]``: where each new token's K/V go (no ``-1`` padding
+    here). ``block_tables [B, max_blocks]``, ``query_start_loc`` (B + 1 ints)
+    and ``context_lens`` (B ints, new tokens included) as in
+    :mod:`minikv.attention.torch_ref`. Everything that does not
+    depend on the layer (gather slots, masks) is computed once here.
+    ``decode_fn`` replaces the batched decode path (chapter 02 plugs a learner's
+    ``paged_decode_attention`` in here).
+    """
+
+    def __init__(
+        self,
+        pool: KVPool,
+        slot_mapping: torch.Tensor,  # [T] long
+        block_tables: torch.Tensor,  # [B, max_blocks] long
+        query_start_loc: list[int],  # B + 1
+        context_lens: list[int],  # B
+        scale: float,
+        decode_fn: PagedDecodeFn | None = None,
+    ) -> None:
+        self.pool, self.scale, self.decode_fn = pool, scale, decode_fn
+        self.slot_mapping = slot_mapping
+        self.block_tables = block_tables
+        self.starts = list(query_start_loc)
+        self.context_lens = list(context_lens)
+        self.is_decode = all(e - s == 1 for s, e in zip(self.starts, self.starts[1:]))
+        if self.is_decode and self.context_lens:
+            max_len = max(self.context_lens)
+            device = block_tables.device
+            self.slots = gather_slots(block_tables, max_len, pool.block_size)  # [B, max_len]
+            self.lens = lens = torch.tensor(self.context_lens, device=device)
+            self.valid = (torch.arange(max_len, device=device)[None, :] < lens[:, None])[:, None, None, :]
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # q [T, Hq, D]; k, v [T, Hkv, D] -> [T, Hq, D]
+        k_cache, v_cache = self.pool.k_cache(layer), self.pool.v_cache(layer)
+        # slot s is row s of the flat [num_blocks * block_size, Hkv, D] view; the runner never pads
+        k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, self.slot_mapping, k.to(k_cache.dtype))
+        v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, self.slot_mapping, v.to(v_cache.dtype))
+        if self.is_decode and self.decode_fn is not None:
+            return self.decode_fn(q, k_cache, v_cache, self.block_tables, self.lens, self.scale)
+        if self.is_decode:
+            return paged_decode_sdpa(q, k_cache, v_cache, self.slots, self.valid, self.scale)
+        out = torch.empty_like(q)
+        for b, context_len in enumerate(self.context_lens):
+            start, end = self.starts[b], self.starts[b + 1]
+            if end == start:
+                continue
+            if end - start == context_len:  # the whole context is new: no need to read the cache
+                kb, vb = k[start:end], v[start:end]
+            else:
+                slots = gather_slots(self.block_tables[b:b + 1], context_len, self.pool.block_size)[0]
+                kb = k_cache.flatten(0, 1).index_select(0, slots)  # [context_len, Hkv, D]
+                vb = v_cache.flatten(0, 1).index_select(0, slots)
+            out[start:end] = causal_attention(q[start:end], kb.transpose(0, 1), vb.transpose(0, 1), self.scale)
+        return out

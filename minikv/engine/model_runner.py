@@ -1,0 +1,84 @@
+"""ModelRunner: turns a list of scheduled sequences into one forward pass and samples a token for each.
+
+The batch is flat ("varlen", as in vLLM): the new tokens of every sequence
+are concatenated, each with its own position; the model asks for logits only
+at ``logits_indices``, the last new token of each sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from minikv.attention.backend import AttentionStep
+from minikv.attention.paged import PagedDecodeFn, PagedStep
+from minikv.attention.padded import PaddedKVCache, PaddedStep
+from minikv.engine.sampler import sample
+from minikv.engine.sequence import Sequence
+from minikv.kv.block_table import make_block_table_tensor
+from minikv.kv.pool import KVPool
+from minikv.models.llama import CausalLM
+
+
+@dataclass
+class Batch:
+    """The tensors of one forward pass over ``B`` sequences with ``T`` new tokens in all."""
+
+    input_ids: torch.Tensor  # [T] long
+    positions: torch.Tensor  # [T] long, position of each token in its own sequence
+    slot_mapping: torch.Tensor  # [T] long, cache slot of each token's K/V
+    block_tables: list[list[int]]  # B rows, each sequence's blocks in order
+    query_start_loc: list[int]  # B + 1: sequence b's tokens are rows [b] .. [b + 1] - 1
+    context_lens: list[int]  # B: tokens in the cache once this step's are written
+    logits_indices: torch.Tensor  # [B] long, the last new token of each sequence
+
+
+class ModelRunner:
+    """Runs ``model`` over batches whose K/V live in ``kv``: a paged :class:`KVPool` or a :class:`PaddedKVCache`.
+
+    ``paged_decode_fn``: a replacement for the paged decode attention (see :class:`PagedStep`).
+    """
+
+    def __init__(self, model: CausalLM, kv: KVPool | PaddedKVCache, scale: float, device: torch.device,
+                 paged_decode_fn: PagedDecodeFn | None = None) -> None:
+        self.model, self.kv, self.scale, self.device = model, kv, scale, device
+        self.paged_decode_fn = paged_decode_fn
+
+    def prepare(self, seqs: list[Sequence]) -> Batch:
+        """Each sequence feeds its tokens ``num_computed_tokens .. len(seq)`` (the whole prompt at prefill, then 1)."""
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        starts, lens, tables = [0], [], []
+        for seq in seqs:
+            table = seq.block_table
+            assert table is not None, f"sequence {seq.request_id} was scheduled without blocks"
+            begin, end = seq.num_computed_tokens, len(seq)
+            ids += seq.token_ids[begin:end]
+            positions += range(begin, end)
+            slots += (table.slot(p) for p in range(begin, end))
+            starts.append(starts[-1] + end - begin)
+            lens.append(end)
+            tables.append(table.blocks)
+
+        def as_tensor(xs: list[int]) -> torch.Tensor:
+            return torch.tensor(xs, dtype=torch.long, device=self.device)
+
+        return Batch(as_tensor(ids), as_tensor(positions), as_tensor(slots), tables, starts, lens,
+                     as_tensor([s - 1 for s in starts[1:]]))
+
+    def make_step(self, batch: Batch) -> AttentionStep:
+        if isinstance(self.kv, KVPool):
+            tables = make_block_table_tensor(batch.block_tables, pad=0, device=self.device)
+            return PagedStep(self.kv, batch.slot_mapping, tables, batch.query_start_loc, batch.context_lens, self.scale,
+                             self.paged_decode_fn)
+        rows = [t[0] for t in batch.block_tables]  # one block per sequence: its row
+        return PaddedStep(self.kv, rows, batch.query_start_loc, batch.context_lens, self.scale)
+
+    @torch.inference_mode()
+    def run(self, seqs: list[Sequence]) -> list[int]:
+        """One forward over ``seqs``; returns the next token of each."""
+        batch = self.prepare(seqs)
+        logits = self.model(batch.input_ids, batch.positions, self.make_step(batch), batch.logits_indices)  # [B, vocab]
+        return sample(logits, seqs)

@@ -1,0 +1,82 @@
+"""Scheduler: which sequences run in the next forward pass (simple first-come, first-served for now).
+
+Sequences wait in arrival order. Each step either admits waiting sequences
+(as many as their reserved blocks fit, oldest first) and prefills them
+together, or, when none can be admitted, runs one decode step for every
+running sequence. A finished sequence frees its blocks at once, so the next
+waiting ones are admitted as earlier ones finish ("waves"). Chapter 05
+replaces this with continuous batching, preemption and cache-aware order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from minikv.engine.block_manager import BlockManager
+from minikv.engine.sequence import Sequence
+
+
+class Scheduler:
+    """Waiting and running lists over one :class:`BlockManager`.
+
+    ``max_num_seqs`` caps the running batch; ``max_num_batched_tokens`` caps
+    the new tokens of one prefill (a longer single prompt is still admitted alone).
+    """
+
+    def __init__(self, block_manager: BlockManager, eos_ids: set[int], max_model_len: int,
+                 max_num_seqs: int = 256, max_num_batched_tokens: int = 16384) -> None:
+        self.block_manager, self.eos_ids, self.max_model_len = block_manager, eos_ids, max_model_len
+        self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    @property
+    def is_finished(self) -> bool:
+        return not self.waiting and not self.running
+
+    def schedule(self) -> tuple[list[Sequence], bool]:
+        """The sequences of the next forward and whether it is a prefill (else a decode step)."""
+        admitted: list[Sequence] = []
+        num_tokens = 0
+        while self.waiting and len(self.running) + len(admitted) < self.max_num_seqs:
+            seq = self.waiting[0]
+            new_tokens = len(seq) - seq.num_computed_tokens
+            if admitted and num_tokens + new_tokens > self.max_num_batched_tokens:
+                break
+            if not self.block_manager.can_allocate(seq):
+                break
+            self.block_manager.allocate(self.waiting.popleft())
+            admitted.append(seq)
+            num_tokens += new_tokens
+        if admitted:
+            self.running += admitted
+            batch, is_prefill = admitted, True
+        else:
+            assert self.running, "a waiting sequence fits no empty pool; check_fits should have refused it"
+            batch, is_prefill = list(self.running), False
+        for seq in batch:
+            self.block_manager.make_room(seq)
+        return batch, is_prefill
+
+    def postprocess(self, seqs: list[Sequence], tokens: list[int]) -> list[Sequence]:
+        """Record each sequence's new token; free and return the ones that finished."""
+        done = []
+        for seq, token in zip(seqs, tokens):
+            seq.num_computed_tokens = len(seq)
+            seq.append(token, self.eos_ids, self.max_model_len)
+            if seq.finished:
+                self.block_manager.free(seq)
+                done.append(seq)
+        if done:
+            self.running = [s for s in self.running if not s.finished]
+        return done
+
+    def abort_all(self) -> None:
+        """Free the blocks of every unfinished sequence (after an error or an interrupt)."""
+        for seq in self.running:
+            self.block_manager.free(seq)
+        self.running.clear()
+        self.waiting.clear()
