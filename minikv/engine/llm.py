@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from typing import Any, Iterable, Literal, Sequence as Seq
+from typing import Any, Callable, Iterable, Literal, Sequence as Seq
 
 import torch
 
@@ -23,16 +23,17 @@ from minikv.engine.scheduler import Scheduler
 from minikv.engine.sequence import Sequence
 from minikv.engine.sequential import SequentialRunner
 from minikv.errors import InvalidRequestError, KVCacheFull
-from minikv.kv.allocator import BlockAllocator
 from minikv.kv.contiguous import ContiguousKVCache
 from minikv.kv.pool import KVPool, bytes_per_token
 from minikv.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer, resolve
 from minikv.outputs import RequestOutput
+from minikv.prefix import PREFIX_CACHE_KINDS, CacheStats, NoPrefixCache, PrefixCache, make_prefix_cache
 from minikv.sampling import SamplingParams
 
 PromptLike = str | dict[str, Any]
 
-PREFIX_CACHES = ("none",)
+PREFIX_CACHES = tuple(PREFIX_CACHE_KINDS)  # "none", "hash", "radix"
+PrefixCacheLike = str | PrefixCache | Callable[[int, int], PrefixCache]
 KV_LAYOUTS = ("paged", "contiguous")
 MiB = 1 << 20
 DEFAULT_KV_CAP = {"cpu": 256 * MiB, "cuda": 4096 * MiB}
@@ -85,7 +86,15 @@ class LLM:
 
     ``model``: a name (``"smollm2-135m"``, ``"tiny-llama"``...), a checkpoint
     directory or a hub id (see :func:`minikv.models.resolve`).
-    ``prefix_cache``: ``"none"`` for now; later chapters add ``"hash"`` and ``"radix"``.
+    ``prefix_cache``: reuse the K/V of prompt prefixes seen before (paged layout only):
+    ``"none"``; ``"hash"`` (chained block hashes, ref-counted LRU pool, the vLLM
+    way); ``"radix"`` (a radix tree, the SGLang way); or your own
+    :class:`~minikv.prefix.PrefixCache` object, or a factory
+    ``(num_blocks, block_size) -> PrefixCache`` (chapters 03 and 04).
+    ``prefix_cache_options`` go to the cache's constructor, e.g.
+    ``{"hash_fn": "xxh3_128"}`` or ``{"page_size": 1, "policy": "lfu"}`` for the radix tree.
+    The cache lives as long as the ``LLM``: later ``generate`` calls hit what
+    earlier ones computed; ``cache_stats()`` and ``reset_prefix_cache()``.
 
     KV cache: ``kv_layout="paged"`` (default) keeps every sequence's K/V in
     blocks of ``block_size`` tokens of one preallocated :class:`KVPool`;
@@ -108,7 +117,8 @@ class LLM:
         self,
         model: str = DEFAULT_MODEL,
         *,
-        prefix_cache: str = "none",
+        prefix_cache: PrefixCacheLike = "none",
+        prefix_cache_options: dict[str, Any] | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         seed: int = 0,
@@ -121,10 +131,9 @@ class LLM:
         decode_attention: DecodeFn | None = None,
         paged_decode_attention: PagedDecodeFn | None = None,
     ) -> None:
-        if prefix_cache not in PREFIX_CACHES:
-            raise InvalidRequestError(
-                f"prefix_cache={prefix_cache!r} is not available in this version; choose from {PREFIX_CACHES}"
-            )
+        if isinstance(prefix_cache, str) and prefix_cache not in PREFIX_CACHES:
+            raise InvalidRequestError(f"prefix_cache={prefix_cache!r} is unknown; choose from {PREFIX_CACHES}, "
+                                      "or pass a PrefixCache object or factory")
         plugged = kv_cache_cls is not None or decode_attention is not None
         kv_layout = _check_kv_settings(kv_layout, plugged, paged_decode_attention is not None, block_size,
                                        num_blocks, kv_cache_memory)
@@ -143,7 +152,7 @@ class LLM:
         self.eos_ids = set(self.config.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
-        self.prefix_cache = prefix_cache
+        self.prefix_cache = prefix_cache if isinstance(prefix_cache, str) else type(prefix_cache).__name__
         self.scale = self.config.head_dim ** -0.5
         self._generator = torch.Generator().manual_seed(seed)
         self._ids = itertools.count()
@@ -160,11 +169,46 @@ class LLM:
             self.kv_pool = KVPool(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, block_size, **size,
                                   dtype=self.dtype, device=self.device)
             self.kv_cache_memory = self.kv_pool.memory_bytes
+        self.cache: PrefixCache = self._make_prefix_cache(prefix_cache, prefix_cache_options or {})
         self._sequential: SequentialRunner | None = None
         if plugged:
             self._sequential = SequentialRunner(
                 self.model, cfg, kv_cache_cls or ContiguousKVCache, decode_attention, self.scale, self.dtype,
                 self.device, self.eos_ids, self.max_model_len)
+
+    def _make_prefix_cache(self, kind: PrefixCacheLike, options: dict[str, Any]) -> PrefixCache:
+        """The prefix cache that owns the paged pool's blocks (``NoPrefixCache`` when caching is off)."""
+        if self.kv_pool is None:
+            if kind != "none":
+                raise InvalidRequestError("prefix caching needs the paged KV layout; drop kv_layout='contiguous' "
+                                          "and the chapter 01 plug-ins, or use prefix_cache='none'")
+            return NoPrefixCache(1, self.block_size)  # unused: the contiguous layout sizes its rows per batch
+        n, bs = self.kv_pool.num_blocks, self.block_size
+        if isinstance(kind, str):
+            return make_prefix_cache(kind, n, bs, **options)
+        cache = kind(n, bs, **options) if callable(kind) and not hasattr(kind, "match") else kind
+        for attr in ("match", "allocate", "insert", "release", "stats", "reset", "num_allocatable"):
+            if not hasattr(cache, attr):
+                raise InvalidRequestError(f"prefix_cache object {cache!r} has no {attr!r}; it must implement "
+                                          "minikv.prefix.PrefixCache")
+        if (cache.num_blocks, cache.block_size) != (n, bs):
+            raise InvalidRequestError(
+                f"the prefix cache manages {cache.num_blocks} blocks of {cache.block_size} tokens, but the KV pool "
+                f"has {n} blocks of {bs}; build it with (num_blocks={n}, block_size={bs})")
+        return cache
+
+    def cache_stats(self) -> CacheStats:
+        """Prefix-cache statistics in tokens: queries, hits, hit rate, evictions, blocks free/cached/used."""
+        return self.cache.stats()
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix (the next requests all miss) and zero the statistics."""
+        self.cache.reset()
+
+    def _copy_blocks(self, src: int, dst: int, num_tokens: int) -> None:
+        """Copy the K/V of the first ``num_tokens`` slots of block ``src`` into block ``dst`` (every layer)."""
+        assert self.kv_pool is not None
+        self.kv_pool.kv[:, :, dst, :num_tokens] = self.kv_pool.kv[:, :, src, :num_tokens]
 
     # ---- input handling -------------------------------------------------------------------
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
@@ -254,8 +298,8 @@ class LLM:
     def _kv_for(self, seqs: list[Sequence]) -> tuple[KVPool | PaddedKVCache, BlockManager]:
         """The KV store for this batch and a block manager over it; raises :class:`KVCacheFull` before any work."""
         if self.kv_pool is not None:
-            manager = BlockManager(self.kv_pool.allocator, self.block_size, self.max_model_len,
-                                   self.kv_pool.bytes_per_block)
+            manager = BlockManager(self.cache, self.block_size, self.max_model_len,
+                                   self.kv_pool.bytes_per_block, copy_blocks=self._copy_blocks)
             for i, seq in enumerate(seqs):
                 manager.check_fits(seq, f"prompt {i}" if len(seqs) > 1 else "the request")
             return self.kv_pool, manager
@@ -270,19 +314,20 @@ class LLM:
                 f"tokens); raise kv_cache_memory to at least {row_bytes}, or lower max_tokens, or shorten the prompt"
             )
         cache = PaddedKVCache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, rows, row_len, self.dtype, self.device)
-        return cache, BlockManager(BlockAllocator(rows, block_size=row_len), row_len, self.max_model_len, row_bytes)
+        return cache, BlockManager(NoPrefixCache(rows, row_len), row_len, self.max_model_len, row_bytes)
 
     def _run_batch(self, seqs: list[Sequence], bar: Any = None) -> None:
         """Run all sequences to completion as one batch stepping together."""
         kv, manager = self._kv_for(seqs)
-        scheduler = Scheduler(manager, self.eos_ids, self.max_model_len)
+        scheduler = Scheduler(manager, self.eos_ids, self.max_model_len,
+                              share_in_batch=not isinstance(manager.cache, NoPrefixCache))
         runner = ModelRunner(self.model, kv, self.scale, self.device, self.paged_decode_attention)
         for seq in seqs:
             scheduler.add(seq)
         try:
             while not scheduler.is_finished:
-                batch, _ = scheduler.schedule()
-                finished = scheduler.postprocess(batch, runner.run(batch))
+                batch, is_prefill = scheduler.schedule()
+                finished = scheduler.postprocess(batch, runner.run(batch), is_prefill)
                 if bar is not None and finished:
                     bar.update(len(finished))
         finally:

@@ -6,10 +6,16 @@ together, or, when none can be admitted, runs one decode step for every
 running sequence. A finished sequence frees its blocks at once, so the next
 waiting ones are admitted as earlier ones finish ("waves"). Chapter 05
 replaces this with continuous batching, preemption and cache-aware order.
+
+In-batch prefix sharing: with a prefix cache on, a waiting sequence that
+shares a not-yet-cached full block with one admitted in the same step waits
+one step, so the shared prefix is computed once (by the first) and then hit
+(by the others), as SGLang does for prompts that arrive together.
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 
 from minikv.engine.block_manager import BlockManager
@@ -24,7 +30,8 @@ class Scheduler:
     """
 
     def __init__(self, block_manager: BlockManager, eos_ids: set[int], max_model_len: int,
-                 max_num_seqs: int = 256, max_num_batched_tokens: int = 16384) -> None:
+                 max_num_seqs: int = 256, max_num_batched_tokens: int = 16384, share_in_batch: bool = False) -> None:
+        self.share_in_batch = share_in_batch
         self.block_manager, self.eos_ids, self.max_model_len = block_manager, eos_ids, max_model_len
         self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
@@ -48,6 +55,8 @@ class Scheduler:
                 break
             if not self.block_manager.can_allocate(seq):
                 break
+            if self.share_in_batch and self._shares_uncached_block(seq, admitted):
+                break
             self.block_manager.allocate(self.waiting.popleft())
             admitted.append(seq)
             num_tokens += new_tokens
@@ -61,11 +70,27 @@ class Scheduler:
             self.block_manager.make_room(seq)
         return batch, is_prefill
 
-    def postprocess(self, seqs: list[Sequence], tokens: list[int]) -> list[Sequence]:
-        """Record each sequence's new token; free and return the ones that finished."""
+    def _shares_uncached_block(self, seq: Sequence, admitted: list[Sequence]) -> bool:
+        """Whether ``seq`` shares a full block with an admitted sequence beyond that one's cache hit."""
+        bs = self.block_manager.block_size
+        for other in admitted:
+            if other.params.cache_salt != seq.params.cache_salt:
+                continue
+            common = len(os.path.commonprefix([seq.prompt_token_ids, other.prompt_token_ids]))
+            if common // bs > other.num_cached_tokens // bs:
+                return True
+        return False
+
+    def postprocess(self, seqs: list[Sequence], tokens: list[int], is_prefill: bool = False) -> list[Sequence]:
+        """Record each sequence's new token; free and return the ones that finished.
+
+        After a prefill, the prompt's blocks are offered to the prefix cache at once.
+        """
         done = []
         for seq, token in zip(seqs, tokens):
             seq.num_computed_tokens = len(seq)
+            if is_prefill and not seq.finished:
+                self.block_manager.cache_computed(seq)
             seq.append(token, self.eos_ids, self.max_model_len)
             if seq.finished:
                 self.block_manager.free(seq)
@@ -77,6 +102,6 @@ class Scheduler:
     def abort_all(self) -> None:
         """Free the blocks of every unfinished sequence (after an error or an interrupt)."""
         for seq in self.running:
-            self.block_manager.free(seq)
+            self.block_manager.free(seq, keep=False)
         self.running.clear()
         self.waiting.clear()
