@@ -32,3 +32,13 @@ def test_console_script_error_has_no_traceback() -> None:
     assert proc.returncode != 0
     assert proc.stderr.strip().startswith("error: max_tokens must be at least 1")
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_ttft_runs_on_a_tiny_model(capsys) -> None:
+    from minikv.bench import main as bench_main
+
+    assert bench_main(["ttft", "--model", "tiny-llama", "--prefix-tokens", "64", "--suffix-tokens", "8",
+                       "--repeats", "1", "--stream", "3", "--block-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "hit (64 cached + 8 new)" in out
+    assert "hit rate over a stream of 3: 59.3%" in out  # 2 of 3 requests hit 64 of their 72 tokens: 128/216
