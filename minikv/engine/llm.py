@@ -186,7 +186,8 @@ class LLM:
         n, bs = self.kv_pool.num_blocks, self.block_size
         if isinstance(kind, str):
             return make_prefix_cache(kind, n, bs, **options)
-        cache = kind(n, bs, **options) if callable(kind) and not hasattr(kind, "match") else kind
+        is_factory = isinstance(kind, type) or (callable(kind) and not hasattr(kind, "match"))
+        cache = kind(n, bs, **options) if is_factory else kind
         for attr in ("match", "allocate", "insert", "release", "stats", "reset", "num_allocatable"):
             if not hasattr(cache, attr):
                 raise InvalidRequestError(f"prefix_cache object {cache!r} has no {attr!r}; it must implement "
