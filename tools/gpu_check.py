@@ -61,7 +61,11 @@ def main() -> int:
     }
     for fname, case in benches.items():
         cmd = [sys.executable, "-m", "minikv", "bench", *case, "--model", SMOL_SHAPE, "--device", "cuda"]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=70)
+        except subprocess.TimeoutExpired as e:
+            (out / fname).write_text(f"timed out after 70 s\n{e.stdout or ''}")
+            continue
         (out / fname).write_text(res.stdout + "\n--- stderr tail ---\n" + res.stderr[-2000:])
         print(f"== {fname}\n{res.stdout}", flush=True)
     return 0 if ok else 1
