@@ -102,6 +102,15 @@ class PagedStep:
             self.slots = gather_slots(block_tables, max_len, pool.block_size)  # [B, max_len]
             self.lens = lens = torch.tensor(self.context_lens, device=device)
             self.valid = (torch.arange(max_len, device=device)[None, :] < lens[:, None])[:, None, None, :]
+        # prefill after a cached prefix: each such sequence's slots and causal mask, once for all layers
+        self.prefix_reads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        if not self.is_decode:
+            for b, context_len in enumerate(self.context_lens):
+                n_new = self.starts[b + 1] - self.starts[b]
+                if 0 < n_new < context_len:
+                    slots = gather_slots(block_tables[b:b + 1], context_len, pool.block_size)[0]
+                    allowed = torch.ones(n_new, context_len, dtype=torch.bool, device=block_tables.device)
+                    self.prefix_reads[b] = (slots, allowed.tril(diagonal=context_len - n_new))
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q [T, Hq, D]; k, v [T, Hkv, D] -> [T, Hq, D]
@@ -118,11 +127,15 @@ class PagedStep:
             start, end = self.starts[b], self.starts[b + 1]
             if end == start:
                 continue
-            if end - start == context_len:  # the whole context is new: no need to read the cache
-                kb, vb = k[start:end], v[start:end]
-            else:
-                slots = gather_slots(self.block_tables[b:b + 1], context_len, self.pool.block_size)[0]
-                kb = k_cache.flatten(0, 1).index_select(0, slots)  # [context_len, Hkv, D]
-                vb = v_cache.flatten(0, 1).index_select(0, slots)
-            out[start:end] = causal_attention(q[start:end], kb.transpose(0, 1), vb.transpose(0, 1), self.scale)
+            if b not in self.prefix_reads:  # the whole context is new: no need to read the cache
+                out[start:end] = causal_attention(q[start:end], k[start:end].transpose(0, 1),
+                                                  v[start:end].transpose(0, 1), self.scale)
+                continue
+            slots, allowed = self.prefix_reads[b]
+            kb = k_cache.flatten(0, 1).index_select(0, slots).transpose(0, 1)  # [Hkv, context_len, D]
+            vb = v_cache.flatten(0, 1).index_select(0, slots).transpose(0, 1)
+            qb = q[start:end].transpose(0, 1)[None]  # [1, Hq, n_new, D]
+            o = F.scaled_dot_product_attention(qb, kb[None], vb[None], attn_mask=allowed, scale=self.scale,
+                                               enable_gqa=True)
+            out[start:end] = o[0].transpose(0, 1)
         return out

@@ -24,9 +24,9 @@ CELLS = [
     |----|----------|-----------|--------|
     | 00 | this tour | nothing yet: environment check, first generation, how grading works | ready |
     | 01 | `01_kv_cache.ipynb` | generation with a contiguous KV cache; the memory bill | ready |
-    | 02 | paged blocks | block allocator, block tables, slot mapping, paged attention in PyTorch | coming |
-    | 03 | block hashing | chained block hashes, longest cache hit, ref-counted LRU pool (vLLM-style prefix caching) | coming |
-    | 04 | radix tree | match with split, insert, lock, LRU leaf eviction (SGLang-style) | coming |
+    | 02 | `02_paged_kv.ipynb` | block allocator, block tables, slot mapping, paged attention in PyTorch | ready |
+    | 03 | `03_prefix_hashing.ipynb` | chained block hashes, longest cache hit, ref-counted LRU pool (vLLM-style prefix caching) | ready |
+    | 04 | `04_radix_tree.ipynb` | match with split, insert, lock, LRU leaf eviction (SGLang-style) | ready |
     | 05 | scheduling | continuous batching, preemption, cache-aware ordering | coming |
     | 06 | Triton paged attention | decode kernel, then prefill over a cached prefix | coming |
     | 07 | the whole engine | serve, measure TTFT and throughput, run it on your own parts | coming |
@@ -118,17 +118,25 @@ CELLS = [
     print(f"= {len(prompt_ids)} tokens: {prompt_ids}")
     """),
     md(r"""
-    Ask the same question again. Today the engine starts from scratch every time:
-    `num_cached_tokens` is 0, and the second prefill costs about as much as the first (the first
-    request may also have paid some one-time warm-up). The system prompt
-    and the template are identical across requests, so by chapter 04 the engine will find those
-    tokens already computed and skip them.
+    Ask the same question again. This `llm` was built without a prefix cache, so it starts from
+    scratch every time: `num_cached_tokens` is 0, and the second prefill costs about as much as the
+    first (the first request may also have paid some one-time warm-up). The system prompt and the
+    template are identical across requests; an engine with a prefix cache (chapters 03 and 04)
+    finds those tokens already computed and skips them. A preview: the same two requests with
+    `prefix_cache="hash"`.
     """),
     code(r"""
     again = llm.chat("What is the capital of France?", SamplingParams(max_tokens=8, temperature=0.0))
     print(f"first request:  TTFT {out.metrics.ttft * 1e3:.0f} ms, cached prompt tokens: {out.num_cached_tokens}")
     print(f"second request: TTFT {again.metrics.ttft * 1e3:.0f} ms, cached prompt tokens: {again.num_cached_tokens}")
     assert again.token_ids == out.token_ids[:8]       # greedy decoding: the same question gives the same answer
+    """),
+    code(r"""
+    cached = LLM("smollm2-135m", prefix_cache="hash")
+    first = cached.chat("What is the capital of France?", SamplingParams(max_tokens=8, temperature=0.0))
+    second = cached.chat("What is the capital of France?", SamplingParams(max_tokens=8, temperature=0.0))
+    print(f"with a prefix cache, second request: cached prompt tokens {second.num_cached_tokens} of {len(second.prompt_token_ids)}")
+    assert second.num_cached_tokens > 0 and second.token_ids == first.token_ids
     """),
     md(r"""
     ## 3 · Exercises and the grader
