@@ -95,6 +95,8 @@ class LLM:
     ``{"hash_fn": "xxh3_128"}`` or ``{"page_size": 1, "policy": "lfu"}`` for the radix tree.
     The cache lives as long as the ``LLM``: later ``generate`` calls hit what
     earlier ones computed; ``cache_stats()`` and ``reset_prefix_cache()``.
+    It owns the pool's blocks (``llm.cache``); with ``"none"`` it hands them
+    out through ``llm.kv_pool.allocator``.
 
     KV cache: ``kv_layout="paged"`` (default) keeps every sequence's K/V in
     blocks of ``block_size`` tokens of one preallocated :class:`KVPool`;
@@ -184,6 +186,8 @@ class LLM:
                                           "and the chapter 01 plug-ins, or use prefix_cache='none'")
             return NoPrefixCache(1, self.block_size)  # unused: the contiguous layout sizes its rows per batch
         n, bs = self.kv_pool.num_blocks, self.block_size
+        if kind == "none":  # hand out the pool's own allocator's blocks, so kv_pool.allocator stays the truth
+            return NoPrefixCache(n, bs, allocator=self.kv_pool.allocator)
         if isinstance(kind, str):
             return make_prefix_cache(kind, n, bs, **options)
         is_factory = isinstance(kind, type) or (callable(kind) and not hasattr(kind, "match"))

@@ -166,11 +166,14 @@ class NoPrefixCache:
     first. It lets an engine have one code path with caching on or off.
     """
 
-    def __init__(self, num_blocks: int, block_size: int) -> None:
+    def __init__(self, num_blocks: int, block_size: int, allocator: BlockAllocator | None = None) -> None:
+        """``allocator``: an existing allocator of ``num_blocks`` blocks to hand out from (e.g. a KV pool's own)."""
         _check_sizes(num_blocks, block_size)
         self.num_blocks = int(num_blocks)
         self.block_size = int(block_size)
-        self._allocator = BlockAllocator(self.num_blocks, block_size=self.block_size)
+        if allocator is not None and allocator.num_blocks != self.num_blocks:
+            raise ValueError(f"the allocator has {allocator.num_blocks} blocks, not {self.num_blocks}")
+        self._allocator = allocator or BlockAllocator(self.num_blocks, block_size=self.block_size)
         self._requests = 0
         self._query_tokens = 0
 
@@ -214,7 +217,6 @@ class NoPrefixCache:
                 f"cannot reset the prefix cache while {self._allocator.num_used} blocks are in "
                 f"use; finish or abort the running requests first"
             )
-        self._allocator = BlockAllocator(self.num_blocks, block_size=self.block_size)
         self._requests = 0
         self._query_tokens = 0
 
