@@ -23,10 +23,40 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_SYSTEM = (
+    "You are the help desk of a small bakery. Opening hours: Monday to Friday 7am to 6pm, Saturday 8am to 2pm, "
+    "closed on Sunday. We bake sourdough, rye and spelt bread every morning, croissants on weekends, and take "
+    "orders for birthday cakes two days in advance. Gluten-free bread is baked on Wednesdays only. "
+    "Answer customers in one short, friendly sentence."
+)
+DEMO_CUSTOMERS = ["Are you open on Sunday?", "When can I buy gluten-free bread?", "Can I order a cake for tomorrow?"]
+
+
+def _demo_prefix_cache(llm, max_tokens: int) -> None:
+    """Three customers share one system prompt: the first computes it, the others reuse its KV cache."""
+    from minikv import SamplingParams
+
+    print(f"\n--- prefix caching: {len(DEMO_CUSTOMERS)} customers share one system prompt "
+          f"(prefix_cache={llm.prefix_cache!r}) ---")
+    template = llm.tokenizer
+    for question in DEMO_CUSTOMERS:
+        text = template.apply_chat_template([{"role": "system", "content": DEMO_SYSTEM},
+                                             {"role": "user", "content": question}],
+                                            tokenize=False, add_generation_prompt=True)
+        ids = template.encode(text, add_special_tokens=False)
+        out = llm.generate({"prompt_token_ids": ids, "prompt": question},
+                           SamplingParams(max_tokens=max_tokens, temperature=0.0))[0]
+        print(f"customer: {question}\nassistant: {out.text.strip()}")
+        print(f"  [{out.num_cached_tokens} of {len(ids)} prompt tokens reused from the cache, "
+              f"TTFT {out.metrics.ttft * 1000:.0f} ms]")
+    stats = llm.cache_stats()
+    print(f"cache: hit rate {stats.hit_rate:.0%} ({stats.hit_tokens} of {stats.query_tokens} prompt tokens)")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from minikv import LLM, SamplingParams
 
-    llm = LLM(args.model, device=args.device)
+    llm = LLM(args.model, device=args.device, prefix_cache=args.prefix_cache)
     print(f"model: {args.model}  ({llm.config.num_layers} layers, {llm.config.num_heads} heads / "
           f"{llm.config.num_kv_heads} KV heads, on {llm.device})")
     for question in [DEMO_QUESTION, *args.questions]:
@@ -35,6 +65,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nuser: {question}\nassistant: {out.text.strip()}")
         print(f"  [{len(out.prompt_token_ids)} prompt tokens, {len(out.token_ids)} generated, "
               f"TTFT {m.ttft * 1000:.0f} ms, {len(out.token_ids) / m.e2e:.1f} tokens/s]")
+    if args.prefix_cache != "none":
+        _demo_prefix_cache(llm, min(args.max_tokens, 24))
     return 0
 
 
@@ -87,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the engine's main job on the embedded model")
     model_args(p)
     p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument("--prefix-cache", default="hash", choices=["hash", "radix", "none"])
     p.add_argument("questions", nargs="*", help="extra questions to ask")
     p.set_defaults(func=_cmd_demo)
 

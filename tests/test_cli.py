@@ -42,3 +42,11 @@ def test_bench_ttft_runs_on_a_tiny_model(capsys) -> None:
     out = capsys.readouterr().out
     assert "hit (64 cached + 8 new)" in out
     assert "hit rate over a stream of 3: 59.3%" in out  # 2 of 3 requests hit 64 of their 72 tokens: 128/216
+
+
+def test_demo_shows_prefix_cache_reuse(capsys) -> None:
+    assert main(["demo", "--model", "tiny-llama", "--max-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    lines = [l for l in out.splitlines() if "reused from the cache" in l]
+    assert len(lines) == 3 and lines[0].strip().startswith("[0 of")
+    assert all(not l.strip().startswith("[0 of") for l in lines[1:]), "later customers must hit the shared prompt"
