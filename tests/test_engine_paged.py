@@ -274,3 +274,10 @@ def test_smollm2_batch_paged_matches_contiguous_and_transformers(smollm2) -> Non
         assert got == theirs, f"tokens differ for {smollm2.tokenizer.decode(p['prompt_token_ids'])!r}"
     contiguous = LLM("smollm2-135m", device="cpu", kv_layout="contiguous")
     assert tokens(contiguous.generate(ps, params)) == ours
+    # block sizes 1 and 32; the prompts include one ending exactly on a 16-token block boundary
+    ps.append({"prompt_token_ids": smollm2.encode("Caching keys and values " * 8)[:32]})
+    want = tokens(smollm2.generate(ps, params))
+    for block_size in (1, 32):
+        other = LLM("smollm2-135m", device="cpu", block_size=block_size)
+        assert tokens(other.generate(ps, params)) == want, f"block size {block_size} differs from 16"
+        assert_pool_empty(other)
