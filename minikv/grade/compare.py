@@ -163,3 +163,48 @@ def forall(*strategies: Any, max_examples: int = 30) -> Callable[[Callable[..., 
         return prop
 
     return wrap
+
+
+EngineRounds = list[list[tuple[tuple[int, ...], int]]]  # per round, per request: (greedy tokens, num_cached_tokens)
+
+
+def expect_same_engine_runs(
+    run: Callable[[], EngineRounds],  # runs the engine with the learner's prefix cache plugged in
+    want: EngineRounds,  # the same workload with minikv's own cache
+    piece: str,  # how to name the learner's piece, e.g. "your BlockPool"
+    reference: str,  # e.g. "prefix_cache='hash'"
+) -> str:
+    """Run the engine with a learner's prefix cache and compare tokens and cached counts, request by request.
+
+    Returns a one-line summary on success; raises :class:`CheckFailed` naming the first request that
+    differs, or what the learner's code raised inside the engine.
+    """
+    from minikv.errors import InvalidRequestError
+
+    try:
+        got = run()
+    except NotImplementedError:
+        raise
+    except InvalidRequestError as exc:
+        if "prefix_cache" in str(exc):
+            raise CheckFailed(one_line(f"this minikv's engine does not take a prefix cache object yet ({exc}); "
+                                       "update minikv")) from None
+        raise CheckFailed(one_line(f'LLM("tiny-llama", prefix_cache=<{piece}>) raised: {exc}')) from None
+    except Exception as exc:  # noqa: BLE001 - the learner's code raised inside the engine
+        raise CheckFailed(one_line(f'LLM("tiny-llama", prefix_cache=<{piece}>).generate: your code raised '
+                                   f"{describe_exception(exc)}")) from exc
+    hits = 0
+    for r, (g_round, w_round) in enumerate(zip(got, want)):
+        for i, ((g_tokens, g_cached), (w_tokens, w_cached)) in enumerate(zip(g_round, w_round)):
+            what = f"round {r + 1}, request {i}"
+            if g_cached != w_cached:
+                raise CheckFailed(f"with {piece}, {what} had {g_cached} cached tokens; with {reference} it had {w_cached}")
+            if g_tokens != w_tokens:
+                k = next((j for j, (a, b) in enumerate(zip(g_tokens, w_tokens)) if a != b),
+                         min(len(g_tokens), len(w_tokens)))
+                raise CheckFailed(f"with {piece}, {what} generated differently from token {k} on "
+                                  "(wrong K/V reused? a hit must hold exactly the prompt's prefix)")
+            hits += g_cached
+    assert hits > 0, "the reference run had no cache hits: the workload no longer exercises the cache"
+    n = sum(len(r) for r in want)
+    return f"{n} requests in {len(want)} rounds: same tokens and {hits} cached tokens as {reference}"

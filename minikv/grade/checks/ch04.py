@@ -36,7 +36,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from minikv.errors import InvalidRequestError
-from minikv.grade.compare import CheckFailed, call, describe_exception, forall, one_line
+from minikv.grade.compare import CheckFailed, expect_same_engine_runs, call, describe_exception, forall, one_line
 from minikv.grade.memo import shared
 from minikv.grade.registry import Exercise, register
 from minikv.grade.runner import Learner
@@ -972,34 +972,9 @@ def _engine(learner: Learner) -> str:
         want = reference_engine_run()
     except InvalidRequestError as exc:
         raise CheckFailed(one_line(f"this minikv's engine cannot run prefix_cache='radix' yet ({exc}); update minikv")) from None
-    try:
-        got = engine_run(lambda num_blocks, block_size: cls(num_blocks, block_size))
-    except NotImplementedError:
-        raise
-    except InvalidRequestError as exc:
-        if "prefix_cache" in str(exc):
-            raise CheckFailed(one_line(f"this minikv's engine does not take a prefix cache factory yet ({exc}); "
-                                       "update minikv")) from None
-        raise CheckFailed(one_line(f'LLM("tiny-llama", prefix_cache=<your TreePrefixCache>) raised: {exc}')) from None
-    except Exception as exc:  # noqa: BLE001 - the learner's tree raised inside the engine
-        raise CheckFailed(one_line(f'LLM("tiny-llama", prefix_cache=<your TreePrefixCache>).generate: your code '
-                                   f"raised {describe_exception(exc)}")) from exc
-    hits = 0
-    for r, (g_round, w_round) in enumerate(zip(got, want)):
-        for i, ((g_tokens, g_cached), (w_tokens, w_cached)) in enumerate(zip(g_round, w_round)):
-            what = f"round {r + 1}, request {i}"
-            if g_cached != w_cached:
-                raise CheckFailed(f"with your tree, {what} had {g_cached} cached tokens; with prefix_cache='radix' "
-                                  f"it had {w_cached}")
-            if g_tokens != w_tokens:
-                k = next((j for j, (a, b) in enumerate(zip(g_tokens, w_tokens)) if a != b), min(len(g_tokens), len(w_tokens)))
-                raise CheckFailed(f"with your tree, {what} generated differently from token {k} on (wrong K/V "
-                                  "reused? a hit must hold exactly the prompt's prefix)")
-            hits += g_cached
-    assert hits > 0, "the reference run had no cache hits: the workload no longer exercises the cache"
-    n = sum(len(r) for r in ENGINE_ROUNDS)
-    return (f"{n} requests in {len(ENGINE_ROUNDS)} rounds: same tokens and {hits} cached tokens as "
-            f"prefix_cache='radix'" + note)
+    summary = expect_same_engine_runs(lambda: engine_run(lambda num_blocks, block_size: cls(num_blocks, block_size)),
+                                      want, "your TreePrefixCache", "prefix_cache='radix'")
+    return summary + note
 
 
 __all__ = ["ENGINE_ROUNDS", "engine_run", "reference_engine_run", "REFERENCE", "ref_evict", "ref_insert", "ref_lock", "ref_match_prefix", "ref_split_node", "ref_unlock"]
