@@ -8,7 +8,6 @@ the :class:`ModelRunner` runs each batched step and samples.
 from __future__ import annotations
 
 import itertools
-import operator
 from typing import Any, Callable, Iterable, Literal, Sequence as Seq
 
 import torch
@@ -18,6 +17,8 @@ from minikv.attention.paged import PagedDecodeFn
 from minikv.attention.padded import PaddedKVCache
 from minikv.config import ModelConfig
 from minikv.engine.block_manager import BlockManager
+from minikv.engine.config import EngineConfig, check_cache_size, is_cache_factory
+from minikv.engine.inputs import PromptLike, as_params_list, as_prompt_list, check_prompt_ids, parse_prompt, prompt_name
 from minikv.engine.model_runner import ModelRunner
 from minikv.engine.scheduler import Scheduler
 from minikv.engine.sequence import Sequence
@@ -27,58 +28,20 @@ from minikv.kv.contiguous import ContiguousKVCache
 from minikv.kv.pool import KVPool, bytes_per_token
 from minikv.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer, resolve
 from minikv.outputs import RequestOutput
-from minikv.prefix import PREFIX_CACHE_KINDS, CacheStats, NoPrefixCache, PrefixCache, make_prefix_cache
+from minikv.prefix import CacheStats, NoPrefixCache, PrefixCache, make_prefix_cache
 from minikv.sampling import SamplingParams
+from minikv.validation import check_bool
 
-PromptLike = str | dict[str, Any]
-
-PREFIX_CACHES = tuple(PREFIX_CACHE_KINDS)  # "none", "hash", "radix"
 PrefixCacheLike = str | PrefixCache | Callable[[int, int], PrefixCache]
-KV_LAYOUTS = ("paged", "contiguous")
 MiB = 1 << 20
 DEFAULT_KV_CAP = {"cpu": 256 * MiB, "cuda": 4096 * MiB}
 DEFAULT_KV_SEQS = 4
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def default_kv_cache_memory(token_bytes: int, max_model_len: int, device: torch.device) -> int:
     """Room for ``DEFAULT_KV_SEQS`` (4) full-context sequences, at most 256 MiB on CPU (4 GiB on a GPU)."""
     cap = DEFAULT_KV_CAP.get(device.type, DEFAULT_KV_CAP["cpu"])
     return min(DEFAULT_KV_SEQS * max_model_len * token_bytes, cap)
-
-
-def _check_kv_settings(kv_layout: str | None, plugged: bool, paged_plug: bool, block_size: int,
-                       num_blocks: int | None, kv_cache_memory: int | None) -> str:
-    """Validate the KV-cache arguments of :class:`LLM`; return the layout to use."""
-    if plugged and paged_plug:
-        raise InvalidRequestError(
-            "paged_decode_attention plugs into the paged layout, kv_cache_cls / decode_attention into the "
-            "contiguous one; give one or the other"
-        )
-    kv_layout = kv_layout or ("contiguous" if plugged else "paged")
-    if kv_layout not in KV_LAYOUTS:
-        raise InvalidRequestError(f"kv_layout={kv_layout!r} is unknown; choose from {KV_LAYOUTS}")
-    if plugged and kv_layout != "contiguous":
-        raise InvalidRequestError(
-            "kv_cache_cls / decode_attention plug into the contiguous layout; drop kv_layout='paged' or the plug-in"
-        )
-    if paged_plug and kv_layout != "paged":
-        raise InvalidRequestError(
-            "paged_decode_attention plugs into the paged layout; drop kv_layout='contiguous' or the plug-in"
-        )
-    if not isinstance(block_size, int) or block_size < 1:
-        raise InvalidRequestError(f"block_size must be a positive int, got {block_size!r}")
-    if num_blocks is not None and kv_cache_memory is not None:
-        raise InvalidRequestError("give num_blocks or kv_cache_memory, not both")
-    if num_blocks is not None and kv_layout != "paged":
-        raise InvalidRequestError("num_blocks sizes the paged pool; with kv_layout='contiguous' give kv_cache_memory")
-    for name, value in (("num_blocks", num_blocks), ("kv_cache_memory", kv_cache_memory)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise InvalidRequestError(f"{name} must be a positive int, got {value!r}")
-    return kv_layout
 
 
 class LLM:
@@ -113,6 +76,12 @@ class LLM:
     ``paged_decode_attention``: your batched paged decode attention (chapter
     02, the signature of :func:`minikv.attention.torch_ref.paged_decode_attention`)
     in place of the engine's, on the paged layout.
+
+    Every option is checked by :class:`~minikv.engine.config.EngineConfig` (its
+    field docs give each one's meaning and default) before the model loads:
+    a wrong one raises :class:`~minikv.errors.InvalidRequestError` saying what to give.
+    ``seed=None`` seeds the engine's generator nondeterministically; a
+    ``max_model_len`` above the model's context is cut to it.
     """
 
     def __init__(
@@ -123,7 +92,7 @@ class LLM:
         prefix_cache_options: dict[str, Any] | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
-        seed: int = 0,
+        seed: int | None = 0,
         max_model_len: int | None = None,
         kv_layout: Literal["paged", "contiguous"] | None = None,
         block_size: int = 16,
@@ -133,30 +102,34 @@ class LLM:
         decode_attention: DecodeFn | None = None,
         paged_decode_attention: PagedDecodeFn | None = None,
     ) -> None:
-        if isinstance(prefix_cache, str) and prefix_cache not in PREFIX_CACHES:
-            raise InvalidRequestError(f"prefix_cache={prefix_cache!r} is unknown; choose from {PREFIX_CACHES}, "
-                                      "or pass a PrefixCache object or factory")
-        plugged = kv_cache_cls is not None or decode_attention is not None
-        kv_layout = _check_kv_settings(kv_layout, plugged, paged_decode_attention is not None, block_size,
-                                       num_blocks, kv_cache_memory)
+        econf = EngineConfig(  # every option is checked here, before the model loads
+            model=model, prefix_cache=prefix_cache, prefix_cache_options=prefix_cache_options, device=device,
+            dtype=dtype, seed=seed, max_model_len=max_model_len, kv_layout=kv_layout, block_size=block_size,
+            num_blocks=num_blocks, kv_cache_memory=kv_cache_memory, kv_cache_cls=kv_cache_cls,
+            decode_attention=decode_attention, paged_decode_attention=paged_decode_attention)
+        self.engine_config = econf
+        kv_layout, block_size, num_blocks = econf.kv_layout, econf.block_size, econf.num_blocks
+        kv_cache_memory, prefix_cache_options, plugged = econf.kv_cache_memory, econf.prefix_cache_options, econf.plugged
         self.paged_decode_attention = paged_decode_attention
 
-        self.device = torch.device(device) if device is not None else _default_device()
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
-        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.device: torch.device = econf.device
+        self.dtype: torch.dtype = econf.dtype
         self.path = resolve(model)
         self.model_name = str(model)
         self.config: ModelConfig = ModelConfig.from_dir(self.path)
         self.model = load_causal_lm(self.path, dtype=self.dtype, device=self.device)
         self.tokenizer = load_tokenizer(self.path)
-        self.max_model_len = min(max_model_len or self.config.max_position_embeddings, self.config.max_position_embeddings)
+        self.max_model_len = econf.context_len(self.config.max_position_embeddings)
         self.eos_ids = set(self.config.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
         self.prefix_cache = prefix_cache if isinstance(prefix_cache, str) else type(prefix_cache).__name__
         self.scale = self.config.head_dim ** -0.5
-        self._generator = torch.Generator().manual_seed(seed)
+        self._generator = torch.Generator()
+        if econf.seed is None:
+            self._generator.seed()  # nondeterministic, as documented on EngineConfig.seed
+        else:
+            self._generator.manual_seed(econf.seed)
         self._ids = itertools.count()
 
         cfg = self.config
@@ -190,16 +163,15 @@ class LLM:
             return NoPrefixCache(n, bs, allocator=self.kv_pool.allocator)
         if isinstance(kind, str):
             return make_prefix_cache(kind, n, bs, **options)
-        is_factory = isinstance(kind, type) or (callable(kind) and not hasattr(kind, "match"))
-        cache = kind(n, bs, **options) if is_factory else kind
-        for attr in ("match", "allocate", "insert", "release", "stats", "reset", "num_allocatable"):
-            if not hasattr(cache, attr):
-                raise InvalidRequestError(f"prefix_cache object {cache!r} has no {attr!r}; it must implement "
-                                          "minikv.prefix.PrefixCache")
-        if (cache.num_blocks, cache.block_size) != (n, bs):
-            raise InvalidRequestError(
-                f"the prefix cache manages {cache.num_blocks} blocks of {cache.block_size} tokens, but the KV pool "
-                f"has {n} blocks of {bs}; build it with (num_blocks={n}, block_size={bs})")
+        cache = kind
+        if is_cache_factory(kind):  # its signature was checked by EngineConfig; a TypeError is from its body
+            try:
+                cache = kind(n, bs, **options)
+            except TypeError as e:
+                raise InvalidRequestError(f"the prefix_cache factory raised TypeError when called as "
+                                          f"factory({n}, {bs}, **{options!r}): {e}; it must take "
+                                          "(num_blocks, block_size, **prefix_cache_options)") from e
+        check_cache_size(cache, n, bs)  # what the engine calls is there, and it owns exactly the pool's blocks
         return cache
 
     def cache_stats(self) -> CacheStats:
@@ -227,36 +199,14 @@ class LLM:
             return self.tokenizer.encode(prompt, add_special_tokens=False)
         return self.tokenizer.encode(prompt)
 
-    def _make_sequence(self, prompt: PromptLike, params: SamplingParams, chat: bool) -> Sequence:
-        if isinstance(prompt, dict):
-            try:
-                ids = [operator.index(t) for t in prompt.get("prompt_token_ids", [])]
-            except TypeError:
-                raise InvalidRequestError("prompt_token_ids must be a list of ints (token ids)") from None
-            text = prompt.get("prompt")
-        elif isinstance(prompt, str):
-            if not prompt.strip():
-                raise InvalidRequestError("the prompt is empty; give at least one non-blank character")
-            ids, text = self.encode(prompt, chat), prompt
-        else:
-            raise InvalidRequestError(
-                f"a prompt must be a string or {{'prompt_token_ids': [...]}}, got {type(prompt).__name__}"
-            )
-        if not ids:
-            raise InvalidRequestError("the prompt has no tokens; give at least one token")
-        bad = [t for t in ids if not 0 <= t < self.config.vocab_size]
-        if bad:
-            raise InvalidRequestError(
-                f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1}); "
-                "encode prompts with this model's tokenizer"
-            )
-        if len(ids) >= self.max_model_len:
-            raise InvalidRequestError(
-                f"the prompt has {len(ids)} tokens but the model's context is {self.max_model_len}; "
-                f"shorten it to at most {self.max_model_len - 1} tokens"
-            )
+    def _make_sequence(self, prompt: PromptLike, params: SamplingParams, chat: bool,
+                       where: str = "the prompt") -> Sequence:
+        """A checked prompt as a :class:`Sequence` (forms: :mod:`minikv.engine.inputs`); ``where`` names it in errors."""
+        parsed = parse_prompt(prompt, where)
+        ids = parsed.token_ids if parsed.token_ids is not None else self.encode(parsed.text, chat)
+        check_prompt_ids(ids, self.config.vocab_size, self.max_model_len, where)
         generator = self._generator if params.seed is None else torch.Generator().manual_seed(params.seed)
-        return Sequence(next(self._ids), text, ids, params, generator=generator)
+        return Sequence(next(self._ids), parsed.text, ids, params, generator=generator)
 
     # ---- generation -------------------------------------------------------------------------
     def generate(
@@ -269,19 +219,15 @@ class LLM:
     ) -> list[RequestOutput]:
         """Generate a completion for each prompt, in order.
 
-        ``prompts``: a string, ``{"prompt_token_ids": [...]}``, or a list of them.
-        ``sampling_params``: one for all prompts or one per prompt.
+        ``prompts``: a string, ``{"prompt": text}``, ``{"prompt_token_ids": [...]}``, or a list of them
+        (see :mod:`minikv.engine.inputs`). ``sampling_params``: one for all prompts or one per prompt.
         All prompts are checked before any work starts.
         """
-        if isinstance(prompts, (str, dict)):
-            prompts = [prompts]
-        prompts = list(prompts)
-        if sampling_params is None:
-            sampling_params = SamplingParams()
-        params = list(sampling_params) if isinstance(sampling_params, Seq) else [sampling_params] * len(prompts)
-        if len(params) != len(prompts):
-            raise InvalidRequestError(f"got {len(params)} SamplingParams for {len(prompts)} prompts")
-        seqs = [self._make_sequence(p, sp, chat) for p, sp in zip(prompts, params)]
+        chat, use_tqdm = check_bool("chat", chat), check_bool("use_tqdm", use_tqdm)
+        prompts = as_prompt_list(prompts)
+        params = as_params_list(sampling_params, len(prompts))
+        seqs = [self._make_sequence(p, sp, chat, prompt_name(i, len(prompts)))
+                for i, (p, sp) in enumerate(zip(prompts, params))]
         bar = None
         if use_tqdm:
             from tqdm.auto import tqdm

@@ -1,0 +1,308 @@
+"""EngineConfig: every option of :class:`~minikv.engine.llm.LLM`, checked in one place before any work.
+
+``LLM(model, **options)`` builds an :class:`EngineConfig` first. Its
+``__post_init__`` refuses a wrong option with an
+:class:`~minikv.errors.InvalidRequestError` that names the option and what to
+give instead, and normalises the rest (a ``torch.device``, a ``torch.dtype``,
+the KV layout resolved), all before the model is resolved or loaded: a typo
+costs nothing. Any engine (this one, chapter 05's) can build one and trust it.
+
+Only the checks that need the model or the KV pool live elsewhere: the
+prompt's length against the context (``LLM._make_sequence``) and a plugged
+prefix cache's size against the pool (``LLM._make_prefix_cache``, through
+:func:`check_cache_size`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from inspect import getattr_static
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from minikv.errors import InvalidRequestError, MinikvError
+from minikv.models import DEFAULT_MODEL
+from minikv.prefix import PREFIX_CACHE_KINDS
+from minikv.validation import check_int, check_optional_int, check_seed, describe
+
+if TYPE_CHECKING:
+    from minikv.attention.contiguous import DecodeFn
+    from minikv.attention.paged import PagedDecodeFn
+
+PREFIX_CACHES = tuple(PREFIX_CACHE_KINDS)  # "none", "hash", "radix"
+KV_LAYOUTS = ("paged", "contiguous")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""The dtypes the model and KV cache can run in, by name (``torch.float32`` etc. are accepted too)."""
+CACHE_ATTRIBUTES = ("num_blocks", "block_size")
+CACHE_METHODS = ("match", "allocate", "insert", "release", "stats", "reset")
+CACHE_PROPERTIES = ("num_allocatable",)
+"""What the engine reads from a prefix cache (see :class:`~minikv.prefix.PrefixCache`)."""
+
+
+@dataclass
+class EngineConfig:
+    """The engine's options, checked and normalised on creation (see :class:`~minikv.engine.llm.LLM`)."""
+
+    model: str | os.PathLike = DEFAULT_MODEL
+    """A model name (``"tiny-llama"``), a checkpoint directory or a hub id. Default: SmolLM2-135M.
+    Resolved later by :func:`minikv.models.resolve`, which names the known models when it fails."""
+
+    prefix_cache: Any = "none"
+    """``"none"``, ``"hash"`` (vLLM's chained block hashes), ``"radix"`` (SGLang's tree), a
+    :class:`~minikv.prefix.PrefixCache` object, or a factory / class called as
+    ``(num_blocks, block_size, **prefix_cache_options)``. Default ``"none"``: no reuse across requests.
+    Objects and factories are checked for the methods the engine calls, so a missing one fails here."""
+
+    prefix_cache_options: dict[str, Any] | None = None
+    """Keyword arguments for the cache's constructor, e.g. ``{"hash_fn": "xxh3_128"}``. Default: none.
+    Each name is checked against the constructor's signature; refused with ``"none"`` or a built object
+    (there is no constructor to give them to). Normalised to a dict."""
+
+    device: str | torch.device | None = None
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Default: ``cuda`` when available, else ``cpu``.
+    A device this machine lacks is refused with what it has. Normalised to a ``torch.device``."""
+
+    dtype: str | torch.dtype | None = None
+    """``"float32"``, ``"float16"`` or ``"bfloat16"`` (names or ``torch`` dtypes) for weights and KV.
+    Default: bfloat16 on CUDA (half the memory of float32), float32 on CPU (the reference precision;
+    bfloat16 also runs on CPU). Normalised to a ``torch.dtype``."""
+
+    seed: int | None = 0
+    """Seeds the generator of requests without their own ``SamplingParams.seed``. Default 0, so runs
+    repeat. ``None``: a fresh nondeterministic seed per ``LLM`` (vLLM's meaning). An int 0..2**64-1."""
+
+    max_model_len: int | None = None
+    """The context length (prompt + generated tokens), at least 2. Default: the model's own. A larger
+    value is cut to the model's (its position embeddings end there), as vLLM's default does, with no error."""
+
+    kv_layout: str | None = None
+    """``"paged"`` (blocks of one preallocated pool) or ``"contiguous"`` (one padded row per sequence,
+    the baseline). Default: contiguous when a chapter-01 plug-in is given, else paged. Resolved to a str."""
+
+    block_size: int = 16
+    """Tokens per KV block (paged layout), a positive int. Default 16, vLLM's; prefix caches share
+    whole blocks, so smaller blocks hit more often at the cost of longer block tables."""
+
+    num_blocks: int | None = None
+    """The paged pool's size in blocks, a positive int; or give ``kv_cache_memory``, not both.
+    Default: sized from ``kv_cache_memory``."""
+
+    kv_cache_memory: int | None = None
+    """The KV cache's budget in bytes, a positive int. Default: 4 full-context sequences, capped at
+    256 MiB on CPU and 4 GiB on a GPU (see :func:`~minikv.engine.llm.default_kv_cache_memory`)."""
+
+    kv_cache_cls: type | None = None
+    """Chapter 01: your contiguous KV-cache class (implies the contiguous layout). Default: the engine's."""
+
+    decode_attention: DecodeFn | None = None
+    """Chapter 01: your single-token attention function (implies the contiguous layout). Default: torch's."""
+
+    paged_decode_attention: PagedDecodeFn | None = None
+    """Chapter 02: your batched paged decode attention (paged layout). Default: the engine's."""
+
+    def __post_init__(self) -> None:
+        self.kv_layout = self._check_kv_layout()
+        self.block_size = check_int("block_size", self.block_size, 1, expected="a positive int",
+                                    hint="give tokens per KV block, e.g. 16")
+        self.prefix_cache_options = check_cache_options(self.prefix_cache, self.prefix_cache_options, self.block_size)
+        if self.num_blocks is not None and self.kv_cache_memory is not None:
+            raise InvalidRequestError("give num_blocks or kv_cache_memory, not both")
+        if self.num_blocks is not None and self.kv_layout != "paged":
+            raise InvalidRequestError("num_blocks sizes the paged pool; with kv_layout='contiguous' give kv_cache_memory")
+        self.num_blocks = check_optional_int("num_blocks", self.num_blocks, 1, expected="a positive int",
+                                             hint="give blocks in the KV pool, or None to size it by kv_cache_memory")
+        self.kv_cache_memory = check_optional_int("kv_cache_memory", self.kv_cache_memory, 1,
+                                                  expected="a positive int", hint="give bytes, or None for the default")
+        self.max_model_len = check_optional_int(
+            "max_model_len", self.max_model_len, 2, expected="at least 2 (one prompt token and one generated)",
+            hint="give None for the model's context length")
+        self.seed = check_seed("seed", self.seed, none_means="a nondeterministic seed")
+        self.device = check_device(self.device)
+        self.dtype = check_dtype(self.dtype, self.device)
+        if self.prefix_cache != "none" and self.kv_layout != "paged":
+            raise InvalidRequestError("prefix caching needs the paged KV layout; drop kv_layout='contiguous' "
+                                      "and the chapter 01 plug-ins, or use prefix_cache='none'")
+
+    @property
+    def plugged(self) -> bool:
+        """A chapter-01 plug-in is given: sequences run one at a time through the contiguous road."""
+        return self.kv_cache_cls is not None or self.decode_attention is not None
+
+    def context_len(self, model_max: int) -> int:
+        """``max_model_len`` for a model whose positions end at ``model_max``: the smaller one."""
+        return min(self.max_model_len or model_max, model_max)
+
+    def _check_kv_layout(self) -> str:
+        for name in ("kv_cache_cls", "decode_attention", "paged_decode_attention"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise InvalidRequestError(f"{name} must be a class or function, got {describe(value)}; "
+                                          "or leave it None for the engine's own")
+        paged_plug = self.paged_decode_attention is not None
+        if self.plugged and paged_plug:
+            raise InvalidRequestError(
+                "paged_decode_attention plugs into the paged layout, kv_cache_cls / decode_attention into the "
+                "contiguous one; give one or the other"
+            )
+        layout = self.kv_layout or ("contiguous" if self.plugged else "paged")
+        if layout not in KV_LAYOUTS:
+            raise InvalidRequestError(f"kv_layout={layout!r} is unknown; choose from {KV_LAYOUTS}")
+        if self.plugged and layout != "contiguous":
+            raise InvalidRequestError(
+                "kv_cache_cls / decode_attention plug into the contiguous layout; drop kv_layout='paged' or the plug-in"
+            )
+        if paged_plug and layout != "paged":
+            raise InvalidRequestError(
+                "paged_decode_attention plugs into the paged layout; drop kv_layout='contiguous' or the plug-in"
+            )
+        return layout
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device`` this machine has (``None``: :func:`default_device`)."""
+    if device is None:
+        return default_device()
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    have = "'cpu'" + (f", 'cuda' or 'cuda:0'..'cuda:{count - 1}'" if count else " (no CUDA device is visible here)")
+    if not isinstance(device, (str, torch.device)):
+        raise InvalidRequestError(f"device must be a string or torch.device, got {describe(device)}; "
+                                  f"this machine has {have}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InvalidRequestError(f"device={device!r} is unknown; this machine has {have}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise InvalidRequestError(f"device={device!r}: minikv runs on CPU or CUDA only; this machine has {have}")
+    if count == 0:
+        raise InvalidRequestError(f"device={device!r} but CUDA is not available (torch {torch.__version__}, "
+                                  f"no GPU visible); use device='cpu'")
+    if dev.index is not None and dev.index >= count:
+        raise InvalidRequestError(f"device={device!r} but only {count} CUDA device(s) are visible; "
+                                  f"this machine has {have}")
+    return dev
+
+
+def check_dtype(dtype: Any, device: torch.device) -> torch.dtype:
+    """``dtype`` as one of :data:`DTYPES` (``None``: bfloat16 on CUDA, float32 elsewhere)."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    names = ", ".join(repr(n) for n in DTYPES)
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    raise InvalidRequestError(f"dtype={dtype!r} is not supported; choose {names} (or the torch dtypes "
+                              "of those names), or None for the device's default")
+
+
+def is_cache_factory(kind: Any) -> bool:
+    """A class or a function to build the cache, as opposed to a built cache object."""
+    return isinstance(kind, type) or (callable(kind) and not hasattr(kind, "match"))
+
+
+def check_cache_options(kind: Any, options: Any, block_size: int) -> dict[str, Any]:
+    """``prefix_cache`` is a known kind, a factory or a cache object, and ``options`` fit its constructor.
+
+    A built-in kind is built once on a one-block pool, so its own checks of the option values
+    (``page_size`` must divide ``block_size``...) run now too; a learner's factory is never called here.
+    """
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequestError(f"prefix_cache_options must be a dict of constructor keywords, got "
+                                  f"{describe(options)}; e.g. {{'hash_fn': 'xxh3_128'}}")
+    options = dict(options or {})
+    bad_key = next((k for k in options if not isinstance(k, str)), None)
+    if bad_key is not None:
+        raise InvalidRequestError(f"prefix_cache_options keys are keyword names, got {describe(bad_key)}")
+    if isinstance(kind, str):
+        if kind not in PREFIX_CACHES:
+            raise InvalidRequestError(f"prefix_cache={kind!r} is unknown; choose from {PREFIX_CACHES}, "
+                                      "or pass a PrefixCache object or factory")
+        if kind == "none" and options:
+            raise InvalidRequestError(f"prefix_cache_options {sorted(options)} given with prefix_cache='none', "
+                                      "which takes none; choose prefix_cache='hash' or 'radix', or drop the options")
+        _check_signature(f"the {kind!r} prefix cache", PREFIX_CACHE_KINDS[kind], options)
+        try:
+            PREFIX_CACHE_KINDS[kind](1, block_size, **options)
+        except MinikvError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise InvalidRequestError(f"prefix_cache_options {options!r} do not suit the {kind!r} prefix cache "
+                                      f"with block_size={block_size}: {e}") from None
+        return options
+    if is_cache_factory(kind):
+        _check_signature(f"the prefix_cache factory {getattr(kind, '__name__', kind)!r}", kind, options)
+        return options
+    if not hasattr(kind, "match"):
+        raise InvalidRequestError(f"prefix_cache={kind!r} is unknown; choose from {PREFIX_CACHES}, "
+                                  "or pass a PrefixCache object or a factory (num_blocks, block_size) -> PrefixCache")
+    if options:
+        raise InvalidRequestError("prefix_cache_options go to a cache's constructor, but prefix_cache is an object "
+                                  "already built; pass its class or a factory instead, or build it with the options")
+    check_cache_interface(kind)
+    return options
+
+
+def _check_signature(what: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
+    """``factory(num_blocks, block_size, **options)`` binds; else name the wrong option and the valid ones."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check before calling it
+        return
+    params = list(sig.parameters.values())
+    try:
+        sig.bind(1, 1, **options)
+    except TypeError as e:
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            unknown = []
+        else:
+            named = {p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            unknown = sorted(set(options) - named)
+        if unknown:
+            valid = ", ".join(sorted(named - {"allocator"})) or "none"
+            raise InvalidRequestError(f"prefix_cache_options: {', '.join(map(repr, unknown))} is not an option "
+                                      f"of {what}; its options are: {valid}") from None
+        raise InvalidRequestError(f"{what} cannot be called as factory(num_blocks, block_size, "
+                                  f"**prefix_cache_options) ({e}); make it take "
+                                  "(num_blocks, block_size) and the options as keywords") from None
+
+
+def check_cache_interface(cache: Any) -> None:
+    """``cache`` has what the engine calls (:class:`~minikv.prefix.PrefixCache`), without running any of it."""
+    missing = [a for a in CACHE_ATTRIBUTES + CACHE_METHODS + CACHE_PROPERTIES if not _has(cache, a)]
+    missing += [m for m in CACHE_METHODS if m not in missing and not callable(getattr(cache, m))]
+    if missing:
+        raise InvalidRequestError(
+            f"prefix_cache object {cache!r} lacks {', '.join(map(repr, missing))}; it must implement "
+            f"minikv.prefix.PrefixCache: attributes {', '.join(CACHE_ATTRIBUTES)}, methods "
+            f"{', '.join(CACHE_METHODS)} and the property num_allocatable")
+    for attr in CACHE_ATTRIBUTES:
+        check_int(f"the prefix cache's {attr}", getattr(cache, attr), 1, expected="a positive int")
+
+
+def check_cache_size(cache: Any, num_blocks: int, block_size: int) -> None:
+    """A plugged cache must manage exactly the pool's blocks (its ids index the pool's tensors)."""
+    check_cache_interface(cache)
+    if (cache.num_blocks, cache.block_size) != (num_blocks, block_size):
+        raise InvalidRequestError(
+            f"the prefix cache manages {cache.num_blocks} blocks of {cache.block_size} tokens, but the KV pool "
+            f"has {num_blocks} blocks of {block_size}; build it with (num_blocks={num_blocks}, "
+            f"block_size={block_size})")
+
+
+def _has(obj: Any, name: str) -> bool:
+    """Whether ``obj`` has ``name``, found without calling a property (a learner's may raise)."""
+    try:
+        getattr_static(obj, name)
+    except AttributeError:  # a proxy (a spy around a learner's cache) may delegate through __getattr__
+        return hasattr(type(obj), "__getattr__") and hasattr(obj, name)
+    return True
