@@ -111,7 +111,8 @@ class EngineConfig:
         if self.num_blocks is not None and self.kv_cache_memory is not None:
             raise InvalidRequestError("give num_blocks or kv_cache_memory, not both")
         if self.num_blocks is not None and self.kv_layout != "paged":
-            raise InvalidRequestError("num_blocks sizes the paged pool; with kv_layout='contiguous' give kv_cache_memory")
+            raise InvalidRequestError("num_blocks sizes the paged pool; with kv_layout='contiguous' "
+                                      "give kv_cache_memory")
         self.num_blocks = check_optional_int("num_blocks", self.num_blocks, 1, expected="a positive int",
                                              hint="give blocks in the KV pool, or None to size it by kv_cache_memory")
         self.kv_cache_memory = check_optional_int("kv_cache_memory", self.kv_cache_memory, 1,

@@ -108,8 +108,9 @@ class LLM:
             num_blocks=num_blocks, kv_cache_memory=kv_cache_memory, kv_cache_cls=kv_cache_cls,
             decode_attention=decode_attention, paged_decode_attention=paged_decode_attention)
         self.engine_config = econf
-        kv_layout, block_size, num_blocks = econf.kv_layout, econf.block_size, econf.num_blocks
-        kv_cache_memory, prefix_cache_options, plugged = econf.kv_cache_memory, econf.prefix_cache_options, econf.plugged
+        kv_layout, block_size, num_blocks, kv_cache_memory = (econf.kv_layout, econf.block_size, econf.num_blocks,
+                                                              econf.kv_cache_memory)
+        prefix_cache_options, plugged = econf.prefix_cache_options, econf.plugged
         self.paged_decode_attention = paged_decode_attention
 
         self.device: torch.device = econf.device
@@ -201,7 +202,10 @@ class LLM:
 
     def _make_sequence(self, prompt: PromptLike, params: SamplingParams, chat: bool,
                        where: str = "the prompt") -> Sequence:
-        """A checked prompt as a :class:`Sequence` (forms: :mod:`minikv.engine.inputs`); ``where`` names it in errors."""
+        """A checked prompt as a :class:`Sequence` (forms: :mod:`minikv.engine.inputs`).
+
+        ``where`` names the prompt in error messages ("the prompt", "prompt 2").
+        """
         parsed = parse_prompt(prompt, where)
         ids = parsed.token_ids if parsed.token_ids is not None else self.encode(parsed.text, chat)
         check_prompt_ids(ids, self.config.vocab_size, self.max_model_len, where)
