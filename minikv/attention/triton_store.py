@@ -1,0 +1,92 @@
+"""Triton kernel 1 of 3: store the step's new K/V into the paged pool.
+
+The spec is :func:`minikv.attention.torch_ref.write_kv`; this kernel must leave
+the cache exactly as it does (it is a copy, so "exactly" means bit for bit).
+
+Triton in five lines (read this before the kernels):
+
+- a kernel runs as a *grid* of independent **programs**; ``tl.program_id(0)``
+  says which one we are. Here: one program per new token.
+- a program works on whole **blocks** of values at once: ``tl.arange(0, N)``
+  is the vector ``[0, 1, ..., N-1]`` and ``N`` must be a power of two.
+- memory is reached through **pointer arithmetic**: ``base + offsets`` is a
+  block of addresses, ``tl.load`` / ``tl.store`` read and write all of them.
+- a **mask** switches lanes off: a head dimension of 80 is loaded with a
+  block of 128 lanes of which the last 48 are masked (never read, never
+  written). That is how every kernel here handles sizes that are not powers of two.
+- sizes marked ``tl.constexpr`` are compile-time constants: one compiled
+  kernel per value.
+
+The layout being written (see :mod:`minikv.kv.pool`)::
+
+    k_cache[block, offset, kv_head, d]      slot = block * block_size + offset
+
+so the token's slot picks ``(block, offset) = divmod(slot, block_size)`` and
+its ``[num_kv_heads, head_dim]`` tile goes there in one masked store.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from minikv.attention.triton_common import check_triton_device
+
+
+@triton.jit
+def store_kv_kernel(
+    k_ptr, v_ptr,  # new K/V: [num_tokens, num_kv_heads, head_dim]
+    k_cache_ptr, v_cache_ptr,  # one layer of the pool: [num_blocks, block_size, num_kv_heads, head_dim]
+    slot_ptr,  # [num_tokens] int64, -1 = padding token (not written)
+    stride_kt, stride_kh,  # strides of k (and v: same shape, passed separately below)
+    stride_vt, stride_vh,
+    stride_cb, stride_co, stride_ch,  # cache strides: block, offset, head (head_dim stride is 1)
+    NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    HEADS_P: tl.constexpr, DIM_P: tl.constexpr,  # powers of two >= NUM_KV_HEADS, HEAD_DIM
+):
+    token = tl.program_id(0)
+    slot = tl.load(slot_ptr + token)
+    block = slot // BLOCK_SIZE
+    offset = slot % BLOCK_SIZE
+
+    heads = tl.arange(0, HEADS_P)[:, None]  # [HEADS_P, 1]
+    dims = tl.arange(0, DIM_P)[None, :]  # [1, DIM_P]
+    # a padding token (slot -1) still runs a program; every lane of its store is masked off.
+    # (slot >= 0 is broadcast to a tile first: the interpreter rejects a scalar bool in a mask.)
+    keep = (tl.zeros([HEADS_P, 1], tl.int64) + slot) >= 0
+    mask = (heads < NUM_KV_HEADS) & (dims < HEAD_DIM) & keep  # [HEADS_P, DIM_P]
+
+    k = tl.load(k_ptr + token * stride_kt + heads * stride_kh + dims, mask=mask)
+    v = tl.load(v_ptr + token * stride_vt + heads * stride_vh + dims, mask=mask)
+    dst = block * stride_cb + offset * stride_co + heads * stride_ch + dims
+    # .to(): the pool may hold a narrower dtype than the model computes in
+    tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+
+
+def triton_write_kv(
+    k: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim]
+    v: torch.Tensor,  # [num_tokens, num_kv_heads, head_dim]
+    k_cache: torch.Tensor,  # [num_blocks, block_size, num_kv_heads, head_dim]
+    v_cache: torch.Tensor,  # [num_blocks, block_size, num_kv_heads, head_dim]
+    slot_mapping: torch.Tensor,  # [num_tokens] long, -1 = padding (skipped)
+) -> None:
+    """What :func:`~minikv.attention.torch_ref.write_kv` does, as one launch of one program per token.
+
+    No shape or range checks on the hot path (a check that reads a GPU value
+    stalls the launch queue); the reference's checks run in the tests.
+    """
+    num_tokens = k.shape[0]
+    if num_tokens == 0:
+        return
+    check_triton_device(k, k_cache)
+    _, block_size, num_kv_heads, head_dim = k_cache.shape
+    assert k.stride(2) == 1 and v.stride(2) == 1 and k_cache.stride(3) == 1 and v_cache.stride() == k_cache.stride()
+    store_kv_kernel[(num_tokens,)](
+        k, v, k_cache, v_cache, slot_mapping,
+        k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
+        HEADS_P=triton.next_power_of_2(num_kv_heads), DIM_P=triton.next_power_of_2(head_dim),
+    )
