@@ -64,8 +64,8 @@ class Pool:
 # ---------------------------------------------------------------- store
 
 
-@pytest.mark.parametrize("block_size", [1, 16])
-def test_store_writes_exactly_what_write_kv_writes(block_size: int) -> None:
+@pytest.mark.parametrize("block_size,block_t", [(1, 16), (16, 4)])  # one program, or two full ones
+def test_store_writes_exactly_what_write_kv_writes(block_size: int, block_t: int) -> None:
     pool = Pool((4, 2), 80, block_size, [40, 9])
     slots = torch.tensor([0, 5, -1, 17, 30, -1, 39, 41], dtype=torch.long)
     v = torch.randn(len(slots), 2, 80)
@@ -73,7 +73,7 @@ def test_store_writes_exactly_what_write_kv_writes(block_size: int) -> None:
     k = torch.randn(len(slots), 4, 80)[:, ::2]
     want_k, want_v = pool.k_cache.clone(), pool.v_cache.clone()
     write_kv(k, v, want_k, want_v, slots)
-    triton_write_kv(k, v, pool.k_cache, pool.v_cache, slots)
+    triton_write_kv(k, v, pool.k_cache, pool.v_cache, slots, block_t=block_t)
     # a copy: bit for bit, including every slot it must leave alone (the -1 pads, the junk)
     assert torch.equal(pool.k_cache, want_k)
     assert torch.equal(pool.v_cache, want_v)
