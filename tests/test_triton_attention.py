@@ -130,7 +130,8 @@ PREFILL_CASES = [
     ((4, 4), 128, 16, [(1, 16), (1, 17), (1, 15)]),  # pure decode through the prefill kernel
     ((14, 2), 64, 1, [(20, 33), (12, 12)]),  # chunked prefill: chunk 2 of 13 + 20, beside a first chunk
     ((8, 2), 64, 16, [(16, 48), (33, 33)]),  # new tokens that fill whole blocks after whole cached blocks
-    ((5, 1), 128, 16, [(9, 9), (6, 70)]),
+    ((5, 1), 128, 32, [(9, 9), (6, 70)]),  # the larger block sizes, as in decode
+    ((8, 2), 80, 64, [(3, 64), (1, 65), (40, 40)]),
 ]
 
 

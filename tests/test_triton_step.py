@@ -114,3 +114,25 @@ def test_triton_step_gives_paged_step_logits_through_prefix_hit_chunks_and_decod
         torch.testing.assert_close(outs[1], outs[0], **TOL, msg=lambda m: f"step {i + 1}: {m}")
         assert [s.tokens for s in runs[1]] == [s.tokens for s in runs[0]], f"step {i + 1}: greedy tokens differ"
         torch.testing.assert_close(pools[1].kv, pools[0].kv, **TOL)
+
+
+def test_plugged_decode_fn_replaces_the_decode_kernel() -> None:
+    """Chapter 06 plugs a learner's decode kernel in as ``decode_fn``: it must be the one called, with the pool."""
+    from minikv.attention.torch_ref import paged_decode_attention
+
+    calls = []
+
+    def counted(q, k_cache, v_cache, block_tables, context_lens, scale):
+        calls.append(context_lens.tolist())
+        return paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+    pool = KVPool(1, 2, 16, 4, num_blocks=6)
+    tables = torch.tensor([[3, 1], [0, 5]])
+    slots = torch.tensor([1 * 4 + 2, 0 * 4 + 1])  # position 6 through table [3, 1], position 1 through [0, 5]
+    step = TritonPagedStep(pool, slots, tables, [0, 1, 2], [7, 2], 0.25, decode_fn=counted)
+    q, k, v = torch.randn(2, 4, 16), torch.randn(2, 2, 16), torch.randn(2, 2, 16)
+    out = step.attend(0, q, k, v)
+    assert calls == [[7, 2]]
+    assert torch.equal(pool.k_cache(0)[1, 2], k[0]) and torch.equal(pool.v_cache(0)[0, 1], v[1])
+    torch.testing.assert_close(out, paged_decode_attention(q, pool.k_cache(0), pool.v_cache(0), tables,
+                                                           torch.tensor([7, 2]), 0.25))
