@@ -122,7 +122,8 @@ def paged_decode_kernel(
     else:
         tl.store(out_ptr + out_offs + split * stride_os, out, mask=out_mask)
         lse = tl.where(has_keys, m_i + tl.log2(tl.where(has_keys, l_i, 1.0)), float("-inf"))
-        tl.store(lse_ptr + (seq * GROUP * tl.num_programs(1) + heads) * NUM_SPLITS + split, lse, mask=row_ok)
+        num_q_heads = GROUP * tl.num_programs(1)  # lse is a contiguous [batch, Hq, NUM_SPLITS]
+        tl.store(lse_ptr + (seq * num_q_heads + heads) * NUM_SPLITS + split, lse, mask=row_ok)
 
 
 @triton.jit
