@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 import torch
+
+# Without a GPU the Triton kernels run in Triton's CPU interpreter; the variable must be set
+# before anything imports triton (it is read when a kernel is decorated).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 torch.manual_seed(0)
 
