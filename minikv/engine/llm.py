@@ -160,8 +160,8 @@ class LLM:
                                           "and the chapter 01 plug-ins, or use prefix_cache='none'")
             return NoPrefixCache(1, self.block_size)  # unused: the contiguous layout sizes its rows per batch
         n, bs = self.kv_pool.num_blocks, self.block_size
-        if kind == "none":  # hand out the pool's own allocator's blocks, so kv_pool.allocator stays the truth
-            return NoPrefixCache(n, bs, allocator=self.kv_pool.allocator)
+        if kind == "none":
+            return NoPrefixCache(n, bs)
         if isinstance(kind, str):
             return make_prefix_cache(kind, n, bs, **options)
         cache = kind

@@ -4,6 +4,12 @@ Every cache here implements :class:`PrefixCache` and owns all blocks of the
 KV pool, so an engine's block manager uses it in place of a plain
 ``BlockAllocator``: ``match`` -> ``allocate`` the rest -> run -> ``insert``
 full blocks -> ``release`` on finish. Pick one with :func:`make_prefix_cache`.
+
+Rooms: :mod:`.base` (the protocol, ``Match``, ``CacheStats``, ``NoPrefixCache``),
+:mod:`.ledger` (reference counts, the free queue, release validation and the
+``KVCacheFull`` messages every cache shares), :mod:`.block_hashes` (the
+chained block hashes), :mod:`.hashing` (``BlockHashCache``), :mod:`.radix`
+(``RadixCache``, a package by job) and :mod:`.policies` (its eviction order).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from minikv.prefix.hashing import (
     encode_block,
     hash_block,
 )
+from minikv.prefix.ledger import BlockLedger
 from minikv.prefix.radix import RadixCache
 
 PREFIX_CACHE_KINDS: dict[str, Callable[..., PrefixCache]] = {
@@ -58,6 +65,7 @@ __all__ = [
     "PREFIX_CACHE_KINDS",
     "ROOT_HASH",
     "BlockHashCache",
+    "BlockLedger",
     "CacheStats",
     "Match",
     "NoPrefixCache",

@@ -1,7 +1,9 @@
 """What an engine needs from a prefix cache, and the cache that caches nothing.
 
-A prefix cache owns every physical block of the KV pool. The engine's block
-manager talks to it instead of a plain :class:`~minikv.kv.BlockAllocator`:
+A prefix cache owns every physical block of the KV pool (its
+:class:`~minikv.prefix.ledger.BlockLedger` is the one record of which blocks
+are used, evictable and free). The engine's block manager talks to it
+instead of a plain :class:`~minikv.kv.BlockAllocator`:
 
 1. ``m = cache.match(prompt, salt)``: the longest cached prefix, in full
    blocks; the cache takes one reference on each block it returns.
@@ -18,17 +20,23 @@ Block ids handed out are ``0 .. num_blocks - 1``, the same ids a
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from minikv.errors import BlockAllocatorError, MinikvError
-from minikv.kv.allocator import BlockAllocator
+from minikv.errors import InvalidRequestError
+from minikv.prefix.ledger import BlockLedger, PrefixCacheError, as_block_ids, as_ints
 
-
-class PrefixCacheError(MinikvError):
-    """The prefix cache was used out of order (e.g. reset while blocks are in use)."""
+__all__ = [
+    "CacheStats",
+    "Match",
+    "NoPrefixCache",
+    "PrefixCache",
+    "PrefixCacheError",
+    "as_block_ids",
+    "as_token_ids",
+    "max_cached_blocks",
+]
 
 
 @dataclass(frozen=True)
@@ -143,43 +151,34 @@ def max_cached_blocks(num_prompt_tokens: int, block_size: int) -> int:
     return max(0, (num_prompt_tokens - 1) // block_size)
 
 
-def as_block_ids(block_ids: Iterable[int]) -> list[int]:
-    """The ids as plain ints; ``BlockAllocatorError`` for anything that is not an integer."""
-    try:
-        return [operator.index(b) for b in block_ids]
-    except TypeError as e:
-        raise BlockAllocatorError(f"block ids must be integers: {e}") from None
-
-
-def _check_sizes(num_blocks: int, block_size: int) -> None:
-    if num_blocks < 0:
-        raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+def as_token_ids(token_ids: Sequence[int]) -> list[int]:
+    """The token ids as plain ints; :class:`InvalidRequestError` for anything else."""
+    return as_ints(token_ids, "token ids", InvalidRequestError)
 
 
 class NoPrefixCache:
-    """The :class:`PrefixCache` that never hits: a plain :class:`BlockAllocator` behind the same API.
+    """The :class:`PrefixCache` that never hits: a plain block pool behind the same API.
 
     ``match`` always misses (but still counts the query, so the hit rate reads
     0%), ``insert`` and ``evict`` do nothing, ``release`` frees blocks last
-    first. It lets an engine have one code path with caching on or off.
+    first, to the tail of a FIFO free queue. It lets an engine have one code
+    path, and one ledger of its blocks, with caching on or off.
     """
 
-    def __init__(self, num_blocks: int, block_size: int, allocator: BlockAllocator | None = None) -> None:
-        """``allocator``: an existing allocator of ``num_blocks`` blocks to hand out from (e.g. a KV pool's own)."""
-        _check_sizes(num_blocks, block_size)
-        self.num_blocks = int(num_blocks)
-        self.block_size = int(block_size)
-        if allocator is not None and allocator.num_blocks != self.num_blocks:
-            raise ValueError(f"the allocator has {allocator.num_blocks} blocks, not {self.num_blocks}")
-        self._allocator = allocator or BlockAllocator(self.num_blocks, block_size=self.block_size)
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        self._ledger = BlockLedger(num_blocks, block_size)
+        self.num_blocks = self._ledger.num_blocks
+        self.block_size = self._ledger.block_size
         self._requests = 0
         self._query_tokens = 0
 
     @property
     def num_allocatable(self) -> int:
-        return self._allocator.num_free
+        return self._ledger.num_free
+
+    def ref_count(self, block_id: int) -> int:
+        """References on the block (0 or 1: nothing is shared)."""
+        return self._ledger.ref_count(block_id)
 
     def match(self, token_ids: Sequence[int], salt: str | None = None) -> Match:
         self._requests += 1
@@ -187,13 +186,16 @@ class NoPrefixCache:
         return Match((), 0)
 
     def allocate(self, n: int) -> list[int]:
-        return self._allocator.allocate(n)
+        """``n`` blocks from the head of the free queue; all-or-nothing :class:`KVCacheFull`."""
+        return self._ledger.take(self._ledger.require(n, self._ledger.num_free, evictable=False))
 
     def insert(self, token_ids: Sequence[int], block_ids: Sequence[int], salt: str | None = None) -> int:
         return 0
 
     def release(self, block_ids: Sequence[int]) -> None:
-        self._allocator.free(reversed(as_block_ids(block_ids)))
+        """Free the blocks, the last first; validates every id before freeing any."""
+        for b in self._ledger.release(block_ids):
+            self._ledger.free(b)
 
     def evict(self, n: int) -> int:
         return 0
@@ -202,21 +204,20 @@ class NoPrefixCache:
         return CacheStats(
             num_blocks=self.num_blocks,
             block_size=self.block_size,
-            num_used=self._allocator.num_used,
+            num_used=self._ledger.num_held,
             num_evictable=0,
-            num_free=self._allocator.num_free,
+            num_free=self._ledger.num_free,
             num_cached=0,
             requests=self._requests,
             query_tokens=self._query_tokens,
         )
 
     def reset(self) -> None:
-        """Back to the state of a new cache; raises :class:`PrefixCacheError` if blocks are in use."""
-        if self._allocator.num_used:
-            raise PrefixCacheError(
-                f"cannot reset the prefix cache while {self._allocator.num_used} blocks are in "
-                f"use; finish or abort the running requests first"
-            )
+        """Zero the counters; raises :class:`PrefixCacheError` if blocks are in use.
+
+        The free queue keeps its order: with nothing cached there is nothing to forget.
+        """
+        self._ledger.check_idle()
         self._requests = 0
         self._query_tokens = 0
 
