@@ -85,10 +85,8 @@ def short(items: Iterable[Any], limit: int = 8, sep: str = ", ") -> str:
 
 
 def looks_like(got: Any, guesses: Iterable[tuple[str, Callable[[], Any]]], atol: float = 1e-5) -> str:
-    """``"; looks like <mistake>"`` for the first guess whose output ``got`` equals (tensors: to ``atol``), else ``""``.
-
-    Each guess is (what the mistake is, a function computing what that mistake would give).
-    """
+    """``"; looks like <mistake>"`` for the first (mistake, what it would give) guess that ``got`` equals
+    (tensors: to ``atol``), else ``""``."""
     for text, make in guesses:
         try:
             want = make()

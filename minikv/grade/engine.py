@@ -67,10 +67,8 @@ class Workload:
 
     def describe(self, r: int, i: int) -> str:
         """``prompt 1 ('hello')`` for a one-round workload, else ``round 2, request 0``."""
-        if len(self.rounds) > 1:
-            return f"round {r + 1}, request {i}"
-        prompt = self.rounds[0][i]
-        return f"prompt {i} ({prompt!r})" if isinstance(prompt, str) else f"prompt {i}"
+        prompt = self.rounds[r][i]
+        return f"round {r + 1}, request {i}" if len(self.rounds) > 1 else f"prompt {i}" + (f" ({prompt!r})" * isinstance(prompt, str))
 
 
 def _counted(fn: Callable[..., Any], calls: dict[str, int], name: str) -> Callable[..., Any]:
@@ -99,25 +97,21 @@ def _first_difference(got: tuple[int, ...], want: tuple[int, ...]) -> str:
 
 
 def expect_same_run(workload: Workload, plug: Plug, reference: dict[str, Any], ref_name: str = "") -> str:
-    """Run ``workload`` with ``plug`` and with ``reference``; CheckFailed at the first request that differs.
-
-    ``ref_name`` names the reference in messages (``"prefix_cache='hash'"``). Returns the PASS summary.
-    """
+    """Run ``workload`` with ``plug`` and with ``reference`` (named ``ref_name`` in messages, e.g.
+    ``"prefix_cache='hash'"``); CheckFailed at the first request that differs, else the PASS summary."""
     ref_text = f"minikv's {ref_name}".rstrip()
     try:
         want = workload.reference(reference)
     except InvalidRequestError as exc:
         raise CheckFailed(one_line(f"this minikv's engine cannot run {ref_text} yet ({exc}); update minikv")) from None
-    shown = ", ".join(f"{name}=<{plug.piece}>" for name in plug.kwargs)
     try:
         got, calls = workload.run(plug.kwargs)
     except NotImplementedError:
         raise
     except InvalidRequestError as exc:
-        raise CheckFailed(one_line(f'LLM("tiny-llama", {shown}) raised: {exc}')) from None
+        raise CheckFailed(one_line(f"LLM('tiny-llama') with {plug.piece} raised: {exc}")) from None
     except Exception as exc:  # noqa: BLE001 - the learner's code raised inside the engine
-        raise CheckFailed(one_line(f'LLM("tiny-llama", {shown}).generate: your code raised '
-                                   f"{describe_exception(exc)}")) from exc
+        raise CheckFailed(one_line(f"LLM('tiny-llama') with {plug.piece}: your code raised {describe_exception(exc)}")) from exc
     unused = [name for name, n in calls.items() if not n]
     assert not unused, f"the engine never called the plugged-in {unused[0]}"
     hits = 0

@@ -1,10 +1,9 @@
 """The exercises the grader knows, each with its checks.
 
-Each ``minikv/grade/checks/chNN.py`` module (or ``chNN/`` package) registers its chapter's exercises at
-import; every one is imported on first use. A check is data in, data out: it calls the learner's code on
-seeded or hypothesis-drawn inputs, compares with minikv's reference and raises
-:class:`~minikv.grade.compare.CheckFailed` (or lets the learner's exception through) on the first
-difference; it may return a short note shown on PASS. How to write one: docs/grader.md.
+Each ``minikv/grade/checks/chNN.py`` module (or ``chNN/`` package), imported on first use, registers its
+chapter's exercises. A check calls the learner's code on seeded or hypothesis-drawn inputs, compares with
+minikv's reference and raises :class:`~minikv.grade.compare.CheckFailed` (or lets the learner's exception
+through) on the first difference, or returns a short PASS note. How to write one: docs/grader.md.
 """
 
 from __future__ import annotations
@@ -59,8 +58,7 @@ class Exercise:
     def sort_key(self) -> tuple[int, ...]:
         return tuple(int(part) for part in self.id.split("."))
 
-    def check(self, name: str, *, hint: str | None = None, final: bool = False,
-              engine: bool = False) -> Callable[[CheckFn], CheckFn]:
+    def check(self, name: str, *, hint: str | None = None, final: bool = False, engine: bool = False) -> Callable[[CheckFn], CheckFn]:
         """Decorator: add ``fn(learner)`` as this exercise's next check."""
 
         def add(fn: CheckFn) -> CheckFn:

@@ -1,14 +1,8 @@
-"""Engine-like request streams for checking a block-level prefix cache (match, allocate, insert, release, evict).
-
-Requests arrive (often repeating or extending earlier prompts, sometimes
-salted), decode a few tokens, finish, and the pool is asked to evict now and
-then, the way the engine drives its prefix cache. A check passes
-:func:`request_stream` an object whose ``match(tokens, salt, what) -> hit
-block ids``, ``allocate(n) -> ids or None (full)``, ``insert(tokens, table,
-salt, what)``, ``release(table, what)`` and ``evict(n)`` run each operation on
-the learner's cache and minikv's and compare them (usually a
-:class:`minikv.grade.trace.Trace` subclass, so a difference names its step).
-"""
+"""Engine-like request streams for a block-level prefix cache: requests arrive (often repeating or extending
+earlier prompts), decode, finish, and the pool evicts now and then. The ``ops`` object a check passes runs each
+operation on the learner's cache and minikv's and compares them (usually a :class:`~minikv.grade.trace.Trace`
+subclass): ``match(tokens, salt, what)`` -> the hit's block ids, ``allocate(n)`` -> ids or None (full),
+``insert(tokens, table, salt, what)``, ``release(table, what)``, ``evict(n)``."""
 
 from __future__ import annotations
 
@@ -22,9 +16,9 @@ from minikv.kv.block_table import cdiv
 
 @dataclass(frozen=True)
 class Mix:
-    """How a stream draws its operations: ``weights`` of start, again, decode, finish, evict; a new prompt
-    is one of ``prefixes`` plus ``suffix`` (min, max) tokens from ``range(vocab)``; a repeated one is an
-    earlier prompt (cut to a random length if ``cut``) plus ``again_extra(block_size)`` tokens."""
+    """How a stream draws: ``weights`` of start, again, decode, finish, evict; a new prompt is one of ``prefixes``
+    + ``suffix`` (min, max) tokens from ``range(vocab)``, a repeated one an earlier prompt (cut short if ``cut``)
+    + ``again_extra(block_size)`` tokens."""
 
     prefixes: tuple[list[int], ...]
     salts: tuple[str | None, ...]

@@ -9,27 +9,22 @@ bad free), so "should have raised" reads the same in every chapter.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, Callable, NoReturn
 
 from minikv.grade.compare import CheckFailed, call, one_line
 
-T = TypeVar("T")
-
 
 class Trace:
-    """The operations run so far on ``desc`` (e.g. ``"KVCache(num_layers=2, ...)"``), for failure messages.
-
-    ``label`` prefixes the step number (``"Time 3, "``), ``keep`` is how many earlier steps a message lists.
-    """
+    """The operations run so far on ``desc`` (``"KVCache(num_layers=2, ...)"``), for failure messages; ``label``
+    prefixes the step number (``"Time 3, "``), ``keep`` is how many earlier steps a message lists."""
 
     def __init__(self, desc: str, label: str = "", keep: int = 4) -> None:
         self.desc, self.label, self.keep = desc, label, keep
         self.steps: list[str] = []
 
-    def step(self, op: str) -> str:
-        """Record the next operation (call before running it); returns ``op``."""
+    def step(self, op: str) -> None:
+        """Record the next operation (call before running it)."""
         self.steps.append(op)
-        return op
 
     def amend(self, text: str) -> None:
         """Add ``text`` to the current step's description (``" (does not fit)"``)."""
@@ -59,7 +54,7 @@ class Trace:
         if got != want:
             self.fail(f"{what} is {got!r}, expected {want!r}{why}")
 
-    def call(self, fn: Callable[..., T], *args: Any, what: str = "") -> T:
+    def call(self, fn: Callable[..., Any], *args: Any, what: str = "") -> Any:
         """``fn(*args)``; what the learner's code raises becomes a CheckFailed naming this step."""
         return call(fn, *args, context=f"{what + ' at ' if what else ''}{self.at}")
 
@@ -72,12 +67,9 @@ class Trace:
 
     def mirror(self, reference: Callable[[], Any], mine: Callable[[], Any], error: type[Exception],
                why: Callable[[], str]) -> tuple[Any, Any] | None:
-        """Run ``reference()`` then ``mine()``: ``(want, got)``, or None when both raised ``error``.
-
-        Where the reference raises ``error``, the learner's must too, and only there: otherwise the
-        failure reads ``"<step> did not raise <error> (<why()>)"``, ``"... raised ValueError instead of
-        <error>"`` or ``"... raised <error>, but minikv's did not (<why()>)"``.
-        """
+        """Run ``reference()`` then ``mine()``: ``(want, got)``, or None when both raised ``error``. Where the
+        reference raises ``error`` the learner's must too, and only there (else: ``"<step> did not raise <error>
+        (<why()>)"``, ``"... raised ValueError instead of <error>"``, ``"... raised <error>, but minikv's did not"``)."""
         try:
             want = reference()
         except error:

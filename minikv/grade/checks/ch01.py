@@ -1,13 +1,9 @@
 """Chapter 01 (the KV cache): exercises 1.1 KV bytes per token, 1.2 contiguous KV cache, 1.3 decode attention.
 
 References: :func:`minikv.kv.pool.bytes_per_token`, :class:`minikv.kv.contiguous.ContiguousKVCache`,
-:func:`minikv.attention.reference.decode_attention`. The final checks plug the
-learner's piece into ``LLM("tiny-llama")`` (on the CPU) and compare greedy
-tokens with the same engine running minikv's own pieces.
-
-Exercise 1.3's engine check uses the learner's ``KVCache`` too when it is
-finished and right (it reproduces a fixed trace of minikv's cache); otherwise
-minikv's ``ContiguousKVCache``, so 1.3's grade depends on 1.3's code alone.
+:func:`minikv.attention.reference.decode_attention`. The final checks serve ``LLM("tiny-llama")`` (CPU) with the
+learner's piece; 1.3's uses the learner's ``KVCache`` too when it reproduces a fixed trace of minikv's cache,
+else ``ContiguousKVCache``, so 1.3's grade depends on 1.3's code alone.
 """
 
 from __future__ import annotations

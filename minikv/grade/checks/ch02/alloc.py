@@ -123,19 +123,15 @@ class _AllocatorTwin:
 def _allocate(learner: Learner) -> None:
     twin = _AllocatorTwin(learner.get("BlockAllocator"), 8)
     twin.num_free()
-    twin.allocate(3)
-    twin.allocate(0)
-    twin.allocate(5)
-    twin.allocate(0)
+    for n in (3, 0, 5, 0):
+        twin.allocate(n)
 
 
 @ex21.check("KVCacheFull when too few blocks are free, handing out nothing")
 def _full(learner: Learner) -> None:
     twin = _AllocatorTwin(learner.get("BlockAllocator"), 4)
-    twin.allocate(3)
-    twin.allocate(2)
-    twin.allocate(1)
-    twin.allocate(1)
+    for n in (3, 2, 1, 1):
+        twin.allocate(n)
     empty = _AllocatorTwin(learner.get("BlockAllocator"), 0)
     empty.allocate(1)
 

@@ -69,9 +69,9 @@ def _example(learner: Learner) -> None:
 @ex22.check("scattered blocks, block sizes 1, 3 and 16")
 def _scattered(learner: Learner) -> None:
     fn = learner.get("slot_mapping")
-    _expect_slots(fn, [5, 0, 3], [0, 1, 2], 1)
-    _expect_slots(fn, [4, 9, 1, 6], list(range(12)), 3)
-    _expect_slots(fn, [11, 2, 40], [0, 7, 20, 33, 47, 5], 16)
+    for table, positions, bs in (([5, 0, 3], [0, 1, 2], 1), ([4, 9, 1, 6], list(range(12)), 3),
+                                 ([11, 2, 40], [0, 7, 20, 33, 47, 5], 16)):
+        _expect_slots(fn, table, positions, bs)
 
 
 @ex22.check("positions on block boundaries (block sizes 16 and 32)")
@@ -153,7 +153,8 @@ def _replay_tables(cls: type, bs: int, num_blocks: int, steps: list[tuple[int, i
     mine_alloc, ref_alloc = RefAllocator(num_blocks), RefAllocator(num_blocks)
     mine = [_new_table(cls, bs, [], 0)[0] for _ in range(num_seqs)]
     ref = [RefBlockTable(bs) for _ in range(num_seqs)]
-    trace = Trace(f"{num_seqs} BlockTable(block_size={bs}) over a pool of {num_blocks} blocks", keep=5)
+    trace = Trace(f"{f'{num_seqs} x ' if num_seqs > 1 else ''}BlockTable(block_size={bs}) over a pool of {num_blocks} "
+                  "blocks", keep=5)
     for seq, n in steps:
         trace.step(f"{'sequence %d: ' % seq if num_seqs > 1 else ''}append_tokens({n})")
         before, free_before = _table_state(mine[seq], "the table"), mine_alloc.num_free

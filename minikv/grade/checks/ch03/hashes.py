@@ -268,11 +268,9 @@ def _last_token(learner: Learner) -> str:
     fn = learner.get("longest_cache_hit")
     tokens = list(range(1000, 1049))
     cached = {h: 10 + i for i, h in enumerate(ref_chain(tokens, 16))}
-    _expect_hit(fn, cached, tokens[:48], 16, want=[10, 11], what=", all of it")
-    _expect_hit(fn, cached, tokens[:49], 16, want=[10, 11, 12], what=", its 3 full blocks")
-    _expect_hit(fn, cached, tokens[:16], 16, want=[], what=", all of it")
-    _expect_hit(fn, cached, tokens[:17], 16, want=[10])
-    _expect_hit(fn, cached, tokens[:1], 16, want=[])
+    for n, want, what in ((48, [10, 11], ", all of it"), (49, [10, 11, 12], ", its 3 full blocks"),
+                          (16, [], ", all of it"), (17, [10], ""), (1, [], "")):
+        _expect_hit(fn, cached, tokens[:n], 16, want=want, what=what)
     return "the last token is always computed" + note
 
 

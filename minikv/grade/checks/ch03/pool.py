@@ -50,8 +50,7 @@ class _Trace(Trace):
                 self.fail(f"block {lost[0]} lost its hash while in use (ref {want_refs[lost[0]]}): "
                            "only blocks waiting in the free queue may be evicted")
         for b in range(self.n):
-            if refs[b] != want_refs[b]:
-                self.fail(f"block {b} has ref count {refs[b]}, expected {want_refs[b]}")
+            self.expect(refs[b], want_refs[b], f"block {b}'s ref count")
         want_cached = {b for b in range(self.n) if ref.is_cached(b)}
         if cached != want_cached:
             extra, missing = sorted(cached - want_cached), sorted(want_cached - cached)
@@ -72,8 +71,7 @@ class _Trace(Trace):
             self.fail(f"the free queue is {queue}, expected {want}{why}")
         s, w = call(mine.stats, context="stats()"), ref.stats()
         for name in ("requests", "query_tokens", "hit_tokens", "evictions", "num_used", "num_evictable", "num_cached"):
-            if getattr(s, name) != getattr(w, name):
-                self.fail(f"stats().{name} is {getattr(s, name)}, expected {getattr(w, name)}")
+            self.expect(getattr(s, name), getattr(w, name), f"stats().{name}")
 
     def held_cached(self) -> set[int]:
         return {b for b in range(self.n) if self.ref.ref_count(b) > 0 and self.ref.is_cached(b)}
@@ -135,12 +133,8 @@ class _Trace(Trace):
 def _allocate(learner: Learner) -> str:
     note = borrow(learner, ["chain_block_hashes", "longest_cache_hit"])
     t = _Trace(learner.get("BlockPool"), 6, 4)
-    t.allocate(2)
-    t.allocate(3)
-    t.allocate(2)
-    t.allocate(1)
-    t.allocate(0)
-    t.allocate(1)
+    for n in (2, 3, 2, 1, 0, 1):
+        t.allocate(n)
     return "allocates LRU first, all or nothing" + note
 
 

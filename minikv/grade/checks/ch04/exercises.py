@@ -56,14 +56,8 @@ def _expect_match(learner: Learner, fn: Callable[..., Any], build: Sequence[tupl
 def _match_cases(learner: Learner) -> str:
     fn = learner.get("match_prefix")
     build = [("insert", [1, 2, 3, 4]), ("insert", [1, 2, 5, 6]), ("insert", [7])]
-    _expect_match(learner, fn, build, [9, 1, 2])
-    _expect_match(learner, fn, build, [1, 2, 5, 6, 7, 8])
-    _expect_match(learner, fn, build, [1, 2, 5, 6])
-    _expect_match(learner, fn, build, [1, 2, 3, 9])
-    _expect_match(learner, fn, build, [1, 2, 3])
-    _expect_match(learner, fn, build, [1, 5])
-    _expect_match(learner, fn, build, [7, 7])
-    _expect_match(learner, fn, build, [])
+    for tokens in ([9, 1, 2], [1, 2, 5, 6, 7, 8], [1, 2, 5, 6], [1, 2, 3, 9], [1, 2, 3], [1, 5], [7, 7], []):
+        _expect_match(learner, fn, build, tokens)
     return "values, last node and the split tree as expected"
 
 
@@ -120,11 +114,10 @@ def _expect_insert(learner: Learner, fn: Callable[..., Any], build: Sequence[tup
 def _insert_cases(learner: Learner) -> str:
     fn, note = pieces(learner, ["insert"], ["split_node"])
     ins = fn["insert"]
-    _expect_insert(learner, ins, [], [1, 2, 3])
-    _expect_insert(learner, ins, [("insert", [1, 2, 3])], [1, 2, 3, 4, 5])
-    _expect_insert(learner, ins, [("insert", [1, 2, 3, 4])], [1, 2, 7, 8])
-    _expect_insert(learner, ins, [("insert", [1, 2, 3, 4]), ("insert", [1, 2, 7])], [1, 2, 9])
-    _expect_insert(learner, ins, [("insert", [1, 2, 3, 4]), ("insert", [1, 2, 7])], [5, 1, 2])
+    two = [("insert", [1, 2, 3, 4]), ("insert", [1, 2, 7])]
+    for build, tokens in (([], [1, 2, 3]), ([("insert", [1, 2, 3])], [1, 2, 3, 4, 5]),
+                          ([("insert", [1, 2, 3, 4])], [1, 2, 7, 8]), (two, [1, 2, 9]), (two, [5, 1, 2])):
+        _expect_insert(learner, ins, build, tokens)
     return "tree and return values as expected" + note
 
 
@@ -133,12 +126,8 @@ def _insert_dupes(learner: Learner) -> str:
     fn, note = pieces(learner, ["insert"], ["split_node"])
     ins = fn["insert"]
     build = [("insert", [1, 2, 3, 4]), ("insert", [1, 2, 7]), ("lock", [1, 2, 3, 4])]
-    _expect_insert(learner, ins, build, [1, 2, 3, 4])
-    _expect_insert(learner, ins, build, [1, 2, 3])
-    _expect_insert(learner, ins, build, [1])
-    _expect_insert(learner, ins, build, [1, 2])
-    _expect_insert(learner, ins, build, [1, 2, 3, 4, 0])
-    _expect_insert(learner, ins, build, [])
+    for tokens in ([1, 2, 3, 4], [1, 2, 3], [1], [1, 2], [1, 2, 3, 4, 0], []):
+        _expect_insert(learner, ins, build, tokens)
     return "duplicates skipped, locks untouched" + note
 
 
@@ -223,31 +212,25 @@ def _expect_evict(learner: Learner, fn: Callable[..., Any], build: Sequence[tupl
 @ex44.check("the least recently used unlocked leaf goes first")
 def _evict_lru(learner: Learner) -> str:
     fn = learner.get("evict")
-    _expect_evict(learner, fn, _EVICT_TREE, 2)
-    _expect_evict(learner, fn, _EVICT_TREE, 5)
-    _expect_evict(learner, fn, _EVICT_TREE + [("match", [7, 8, 9]), ("match", [1, 2, 5])], 2)
+    for extra, n in (([], 2), ([], 5), ([("match", [7, 8, 9]), ("match", [1, 2, 5])], 2)):
+        _expect_evict(learner, fn, _EVICT_TREE + extra, n)
     return "leaves evicted in LRU order"
 
 
 @ex44.check("a parent that becomes a leaf can go next; a locked node never")
 def _evict_parent(learner: Learner) -> str:
     fn = learner.get("evict")
-    _expect_evict(learner, fn, _EVICT_TREE, 8)
-    _expect_evict(learner, fn, _EVICT_TREE, 9)
-    _expect_evict(learner, fn, _EVICT_TREE + [("lock", [1, 2, 3, 4])], 9)
-    _expect_evict(learner, fn, _EVICT_TREE + [("lock", [1, 2])], 9)
-    _expect_evict(learner, fn, _EVICT_TREE + [("lock", [7, 8])], 3)
+    for extra, n in (([], 8), ([], 9), ([("lock", [1, 2, 3, 4])], 9), ([("lock", [1, 2])], 9), ([("lock", [7, 8])], 3)):
+        _expect_evict(learner, fn, _EVICT_TREE + extra, n)
     return "parents re-examined, locked nodes kept"
 
 
 @ex44.check("exactly num_tokens: the last leaf is cut at its end; fewer when no more can go")
 def _evict_trim(learner: Learner) -> str:
     fn = learner.get("evict")
-    _expect_evict(learner, fn, _EVICT_TREE, 1)
-    _expect_evict(learner, fn, _EVICT_TREE, 3)
-    _expect_evict(learner, fn, _EVICT_TREE, 0)
-    _expect_evict(learner, fn, _EVICT_TREE + [("lock", [1, 2, 5, 6]), ("lock", [7, 8, 9])], 4)
-    _expect_evict(learner, fn, [], 3)
+    for build, n in ((_EVICT_TREE, 1), (_EVICT_TREE, 3), (_EVICT_TREE, 0),
+                     (_EVICT_TREE + [("lock", [1, 2, 5, 6]), ("lock", [7, 8, 9])], 4), ([], 3)):
+        _expect_evict(learner, fn, build, n)
     return "trimmed and capped as expected"
 
 

@@ -41,8 +41,7 @@ class _BlockTwin(Trace):
     def compare(self) -> None:
         got, want = self.method(self.mine, "stats"), self.ref.stats()
         for field in ("num_cached", "num_evictable", "num_free"):
-            if getattr(got, field) != getattr(want, field):
-                self.fail(f"stats().{field} is {getattr(got, field)}, RadixCache's is {getattr(want, field)}")
+            self.expect(getattr(got, field), getattr(want, field), f"stats().{field}", " (RadixCache's)")
 
     def match(self, tokens: list[int], salt: str | None, what: str) -> list[int]:
         self.step(f"{what} arrives" + (f" salt={salt!r}" if salt else ""))
