@@ -11,7 +11,7 @@ import os
 import re
 import sys
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -77,10 +77,29 @@ def fmt_shape(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
-def expect_equal(got: Any, want: Any, what: str, context: str = "") -> None:
-    """Raise CheckFailed ``"<what> is <got>, expected <want> <context>"`` unless ``got == want``."""
-    if got != want:
-        raise CheckFailed(one_line(f"{what} is {got!r}, expected {want!r}{' ' + context if context else ''}"))
+def short(items: Iterable[Any], limit: int = 8, sep: str = ", ") -> str:
+    """``[1, 2, 3]``, or ``[1, 2, ... (40 in all)]`` past ``limit`` items; ``sep=" "`` draws token runs ``[1 2 3]``."""
+    items = list(items)
+    head = sep.join(map(str, items[:limit]))
+    return f"[{head}]" if len(items) <= limit else f"[{head}{sep}... ({len(items)} in all)]"
+
+
+def looks_like(got: Any, guesses: Iterable[tuple[str, Callable[[], Any]]], atol: float = 1e-5) -> str:
+    """``"; looks like <mistake>"`` for the first (mistake, what it would give) guess that ``got`` equals
+    (tensors: to ``atol``), else ``""``."""
+    for text, make in guesses:
+        try:
+            want = make()
+            if isinstance(want, torch.Tensor):
+                same = (isinstance(got, torch.Tensor) and got.shape == want.shape
+                        and torch.allclose(got.double(), want.double(), atol=atol, rtol=1e-4))
+            else:
+                same = got == want
+            if same:
+                return f"; looks like {text}"
+        except Exception:  # noqa: BLE001 - a diagnosis is best effort
+            continue
+    return ""
 
 
 def expect_tensor(
@@ -92,20 +111,30 @@ def expect_tensor(
     atol: float = 1e-5,
     rtol: float = 1e-4,
     check_dtype: bool = True,
+    diagnose: Callable[[], str] | None = None,
 ) -> None:
     """Check ``got`` has ``want``'s type, shape, dtype and values (to ``atol`` + ``rtol`` * |want|).
 
     ``dims`` names the axes (``("head", "dim")``), so the message points at the
-    worst element: ``output differs at head 1, dim 3 (got 0.5, expected 0.1; max abs error 0.4; 6 of 40 values off)``.
+    worst element: ``output differs at head 1, dim 3 (got 0.5, expected 0.1; max abs error 0.4; 6 of 40 values off)``;
+    ``diagnose()`` (e.g. a :func:`looks_like`) is added to a failure's message.
     """
-    tail = f" {context}" if context else ""
+    try:
+        _expect_tensor(got, want, what, dims, atol, rtol, check_dtype)
+    except CheckFailed as exc:
+        diagnosis = diagnose() if diagnose else ""
+        raise CheckFailed(one_line(f"{exc}{diagnosis}{',' if diagnosis and context else ''} {context}")) from None
+
+
+def _expect_tensor(got: Any, want: torch.Tensor, what: str, dims: Sequence[str], atol: float, rtol: float,
+                   check_dtype: bool) -> None:
     if not isinstance(got, torch.Tensor):
-        raise CheckFailed(one_line(f"{what} is a {type(got).__name__}, expected a torch.Tensor of shape {fmt_shape(want.shape)}{tail}"))
+        raise CheckFailed(one_line(f"{what} is a {type(got).__name__}, expected a torch.Tensor of shape {fmt_shape(want.shape)}"))
     if tuple(got.shape) != tuple(want.shape):
         names = ", ".join(dims)
-        raise CheckFailed(one_line(f"{what} has shape {fmt_shape(got.shape)}, expected {fmt_shape(want.shape)} ([{names}]){tail}"))
+        raise CheckFailed(one_line(f"{what} has shape {fmt_shape(got.shape)}, expected {fmt_shape(want.shape)} ([{names}])"))
     if check_dtype and got.dtype != want.dtype:
-        raise CheckFailed(one_line(f"{what} has dtype {got.dtype}, expected {want.dtype}{tail}"))
+        raise CheckFailed(one_line(f"{what} has dtype {got.dtype}, expected {want.dtype}"))
     g, w = got.detach().double().cpu(), want.detach().double().cpu()
     bad = ~torch.isclose(g, w, atol=atol, rtol=rtol, equal_nan=False)
     if not bool(bad.any()):
@@ -122,7 +151,7 @@ def expect_tensor(
     worst = float((g - w).abs().nan_to_num(nan=float("inf")).max())
     raise CheckFailed(one_line(
         f"{what} differs at {at} (got {float(g[tuple(index)]):.4g}, expected {float(w[tuple(index)]):.4g}; "
-        f"max abs error {worst:.3g}; {int(bad.sum())} of {bad.numel()} values off){tail}"
+        f"max abs error {worst:.3g}; {int(bad.sum())} of {bad.numel()} values off)"
     ))
 
 
@@ -163,48 +192,3 @@ def forall(*strategies: Any, max_examples: int = 30) -> Callable[[Callable[..., 
         return prop
 
     return wrap
-
-
-EngineRounds = list[list[tuple[tuple[int, ...], int]]]  # per round, per request: (greedy tokens, num_cached_tokens)
-
-
-def expect_same_engine_runs(
-    run: Callable[[], EngineRounds],  # runs the engine with the learner's prefix cache plugged in
-    want: EngineRounds,  # the same workload with minikv's own cache
-    piece: str,  # how to name the learner's piece, e.g. "your BlockPool"
-    reference: str,  # e.g. "prefix_cache='hash'"
-) -> str:
-    """Run the engine with a learner's prefix cache and compare tokens and cached counts, request by request.
-
-    Returns a one-line summary on success; raises :class:`CheckFailed` naming the first request that
-    differs, or what the learner's code raised inside the engine.
-    """
-    from minikv.errors import InvalidRequestError
-
-    try:
-        got = run()
-    except NotImplementedError:
-        raise
-    except InvalidRequestError as exc:
-        if "prefix_cache" in str(exc):
-            raise CheckFailed(one_line(f"this minikv's engine does not take a prefix cache object yet ({exc}); "
-                                       "update minikv")) from None
-        raise CheckFailed(one_line(f'LLM("tiny-llama", prefix_cache=<{piece}>) raised: {exc}')) from None
-    except Exception as exc:  # noqa: BLE001 - the learner's code raised inside the engine
-        raise CheckFailed(one_line(f'LLM("tiny-llama", prefix_cache=<{piece}>).generate: your code raised '
-                                   f"{describe_exception(exc)}")) from exc
-    hits = 0
-    for r, (g_round, w_round) in enumerate(zip(got, want)):
-        for i, ((g_tokens, g_cached), (w_tokens, w_cached)) in enumerate(zip(g_round, w_round)):
-            what = f"round {r + 1}, request {i}"
-            if g_cached != w_cached:
-                raise CheckFailed(f"with {piece}, {what} had {g_cached} cached tokens; with {reference} it had {w_cached}")
-            if g_tokens != w_tokens:
-                k = next((j for j, (a, b) in enumerate(zip(g_tokens, w_tokens)) if a != b),
-                         min(len(g_tokens), len(w_tokens)))
-                raise CheckFailed(f"with {piece}, {what} generated differently from token {k} on "
-                                  "(wrong K/V reused? a hit must hold exactly the prompt's prefix)")
-            hits += g_cached
-    assert hits > 0, "the reference run had no cache hits: the workload no longer exercises the cache"
-    n = sum(len(r) for r in want)
-    return f"{n} requests in {len(want)} rounds: same tokens and {hits} cached tokens as {reference}"

@@ -16,16 +16,21 @@ _values: dict[str, Any] = {}
 _new: list[str] = []
 
 
+def once(key: str, fn: Callable[[], T]) -> T:
+    """``fn()``, computed at most once per grading session under ``key``."""
+    if key not in _values:
+        _values[key] = fn()
+        _new.append(key)
+    return _values[key]
+
+
 def shared(fn: Callable[[], T]) -> Callable[[], T]:
     """Decorator: compute ``fn()`` at most once per grading session."""
     key = f"{fn.__module__}.{fn.__qualname__}"
 
     @functools.wraps(fn)
     def cached() -> T:
-        if key not in _values:
-            _values[key] = fn()
-            _new.append(key)
-        return _values[key]
+        return once(key, fn)
 
     return cached
 

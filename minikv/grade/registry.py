@@ -1,21 +1,9 @@
 """The exercises the grader knows, each with its checks.
 
-A chapter's author adds ``minikv/grade/checks/chNN.py`` that registers its
-exercises at import (every ``chNN`` module in that package is imported on
-first use)::
-
-    ex = register(Exercise("3.1", "chain block hashes", module="ch03_hashing",
-                           attrs=("chain_block_hashes",), hint="..."))
-
-    @ex.check("a 40-token prompt has 2 full blocks")
-    def _two_blocks(learner: Learner) -> None:
-        chain = learner.get("chain_block_hashes")
-        ...  # raise CheckFailed("<one line: what differs>") on a mismatch
-
-A check is data in, data out: it calls the learner's code on seeded or
-hypothesis-drawn inputs, compares with minikv's reference and raises
-:class:`~minikv.grade.compare.CheckFailed` (or lets the learner's exception
-through) on the first difference. It may return a short note shown on PASS.
+Each ``minikv/grade/checks/chNN.py`` module (or ``chNN/`` package), imported on first use, registers its
+chapter's exercises. A check calls the learner's code on seeded or hypothesis-drawn inputs, compares with
+minikv's reference and raises :class:`~minikv.grade.compare.CheckFailed` (or lets the learner's exception
+through) on the first difference, or returns a short PASS note. How to write one: docs/grader.md.
 """
 
 from __future__ import annotations
@@ -36,12 +24,14 @@ CheckFn = Callable[["Learner"], "str | None"]
 @dataclass(frozen=True)
 class Check:
     """One named check. ``final``: run only when every earlier check of the exercise passed
-    (for slow end-to-end checks such as plugging the piece into the engine)."""
+    (for slow end-to-end checks such as plugging the piece into the engine); ``engine``: it serves
+    ``LLM("tiny-llama")`` with the learner's piece (see :func:`minikv.grade.engine.engine_check`)."""
 
     name: str
     fn: CheckFn
     hint: str | None = None
     final: bool = False
+    engine: bool = False
 
 
 @dataclass
@@ -68,11 +58,11 @@ class Exercise:
     def sort_key(self) -> tuple[int, ...]:
         return tuple(int(part) for part in self.id.split("."))
 
-    def check(self, name: str, *, hint: str | None = None, final: bool = False) -> Callable[[CheckFn], CheckFn]:
+    def check(self, name: str, *, hint: str | None = None, final: bool = False, engine: bool = False) -> Callable[[CheckFn], CheckFn]:
         """Decorator: add ``fn(learner)`` as this exercise's next check."""
 
         def add(fn: CheckFn) -> CheckFn:
-            self.checks.append(Check(name, fn, hint, final))
+            self.checks.append(Check(name, fn, hint, final, engine))
             return fn
 
         return add

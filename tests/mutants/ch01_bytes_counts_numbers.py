@@ -1,7 +1,7 @@
 """1.1 bug: counts numbers, not bytes (forgets dtype_bytes)."""
 
 TARGET = "1.1"
-EXPECT = "dtype_bytes"
+EXPECT = "that counts numbers"
 
 
 def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype_bytes: int) -> int:

@@ -1,7 +1,7 @@
 """1.1 bug: counts K but not V (no factor 2)."""
 
 TARGET = "1.1"
-EXPECT = "count both K and V"
+EXPECT = "(half: count both K and V)"
 
 
 def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype_bytes: int) -> int:

@@ -5,7 +5,7 @@ import torch
 from minikv.errors import KVCacheFull
 
 TARGET = "1.2"
-EXPECT = "KVCacheFull"
+EXPECT = "raised KVCacheFull, but minikv's did not"
 
 
 class KVCache:

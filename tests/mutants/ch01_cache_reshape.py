@@ -5,7 +5,7 @@ import torch
 from minikv.errors import KVCacheFull
 
 TARGET = "1.2"
-EXPECT = "differs at"
+EXPECT = "reshaped to [heads, T, dim]"
 
 
 class KVCache:

@@ -3,7 +3,7 @@
 from minikv.grade import learner_module
 
 TARGET = "4.3"
-EXPECT = "lock_ref"
+EXPECT = "count, not a flag"
 
 _solution = learner_module("ch04_radix_tree", "solutions")
 Node, RadixTree = _solution.Node, _solution.RadixTree

@@ -3,7 +3,7 @@
 from minikv.grade import learner_module
 
 TARGET = "4.1"
-EXPECT = "tokens match"
+EXPECT = "the next edge agrees in part"
 
 _solution = learner_module("ch04_radix_tree", "solutions")
 Node, RadixTree, split_node = _solution.Node, _solution.RadixTree, _solution.split_node

@@ -1,5 +1,5 @@
-"""One module per chapter (``ch01.py``, ``ch02.py``...), each registering its exercises and checks.
+"""One module or package per chapter (``ch01.py``, ``ch02/``...), each registering its exercises and checks.
 
-Every ``chNN`` module here is imported on the registry's first use; see
+Every ``chNN`` module or package here is imported on the registry's first use; see
 :mod:`minikv.grade.registry` for how to write one and ``docs/grader.md``.
 """

@@ -1,13 +1,9 @@
 """Chapter 01 (the KV cache): exercises 1.1 KV bytes per token, 1.2 contiguous KV cache, 1.3 decode attention.
 
 References: :func:`minikv.kv.pool.bytes_per_token`, :class:`minikv.kv.contiguous.ContiguousKVCache`,
-:func:`minikv.attention.reference.decode_attention`. The final checks plug the
-learner's piece into ``LLM("tiny-llama")`` (on the CPU) and compare greedy
-tokens with the same engine running minikv's own pieces.
-
-Exercise 1.3's engine check uses the learner's ``KVCache`` too when it is
-finished and right (it reproduces a fixed trace of minikv's cache); otherwise
-minikv's ``ContiguousKVCache``, so 1.3's grade depends on 1.3's code alone.
+:func:`minikv.attention.reference.decode_attention`. The final checks serve ``LLM("tiny-llama")`` (CPU) with the
+learner's piece; 1.3's uses the learner's ``KVCache`` too when it reproduces a fixed trace of minikv's cache,
+else ``ContiguousKVCache``, so 1.3's grade depends on 1.3's code alone.
 """
 
 from __future__ import annotations
@@ -19,10 +15,11 @@ from hypothesis import strategies as st
 
 from minikv.attention.reference import decode_attention as ref_decode_attention
 from minikv.errors import KVCacheFull
-from minikv.grade.compare import CheckFailed, call, expect_equal, expect_tensor, forall, one_line
-from minikv.grade.memo import shared
+from minikv.grade.compare import CheckFailed, call, expect_tensor, forall, looks_like, one_line
+from minikv.grade.engine import Plug, Workload, engine_check
 from minikv.grade.registry import Exercise, register
 from minikv.grade.runner import Learner
+from minikv.grade.trace import Trace
 from minikv.kv.contiguous import ContiguousKVCache
 from minikv.kv.pool import bytes_per_token
 
@@ -38,33 +35,8 @@ def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.
 
 # ---- the engine, shared by 1.2 and 1.3 ---------------------------------------------------------
 
-def engine_tokens(kv_cache_cls: type, decode_attention: Callable[..., torch.Tensor]) -> list[list[int]]:
-    """Greedy tokens of ``LLM("tiny-llama")`` (CPU) for PROMPTS with these pieces plugged in."""
-    from minikv import LLM, SamplingParams
-
-    llm = LLM("tiny-llama", device="cpu", kv_cache_cls=kv_cache_cls, decode_attention=decode_attention)
-    outputs = llm.generate(list(PROMPTS), SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0))
-    return [list(o.token_ids) for o in outputs]
-
-
-@shared
-def reference_tokens() -> tuple[tuple[int, ...], ...]:
-    """What minikv's own ContiguousKVCache and decode_attention produce (computed once per grading session)."""
-    return tuple(tuple(t) for t in engine_tokens(ContiguousKVCache, ref_decode_attention))
-
-
-def _expect_same_tokens(got: list[list[int]], pieces: str) -> str:
-    want = reference_tokens()
-    for p, (g, w) in enumerate(zip(got, want)):
-        if list(g) != list(w):
-            same = next((i for i, (a, b) in enumerate(zip(g, w)) if a != b), min(len(g), len(w)))
-            what = (f"token {same} is {g[same]}, minikv's gives {w[same]}" if same < min(len(g), len(w))
-                    else f"{len(g)} tokens came out, minikv's gives {len(w)}")
-            raise CheckFailed(one_line(
-                f"with {pieces}, LLM('tiny-llama') generates differently for prompt {p} ({PROMPTS[p]!r}): "
-                f"{what} (the first {same} agree)"
-            ))
-    return f"{len(PROMPTS)} prompts x {MAX_TOKENS} greedy tokens match minikv's, with {pieces}"
+WORKLOAD = Workload("ch01", rounds=(PROMPTS,), max_tokens=MAX_TOKENS)
+REFERENCE = {"kv_cache_cls": ContiguousKVCache, "decode_attention": ref_decode_attention}
 
 
 # ---- 1.1 KV bytes per token ----------------------------------------------------------------------
@@ -86,6 +58,9 @@ def _expect_bytes(fn: Callable[..., Any], layers: int, kv_heads: int, head_dim: 
         raise CheckFailed(one_line(f"{args} returned {got!r} ({type(got).__name__}), expected the int {want}"))
     if got != want:
         half, numbers = got * 2 == want, got * nbytes == want and nbytes != 1
+        if half and numbers:  # ambiguous at 2 bytes: does it read dtype_bytes at all?
+            numbers = call(fn, layers, kv_heads, head_dim, 2 * nbytes, context=args) == got
+            half = not numbers
         why = ""
         if half and numbers:
             why = " (half: count both K and V, and dtype_bytes bytes per number)"
@@ -137,52 +112,48 @@ ex12 = register(Exercise(
 ))
 
 
-def _new_cache(cls: type, layers: int, heads: int, dim: int, max_len: int, dtype: torch.dtype = torch.float32) -> Any:
-    desc = f"KVCache(num_layers={layers}, num_kv_heads={heads}, head_dim={dim}, max_len={max_len}"
-    desc += ")" if dtype == torch.float32 else f", dtype={dtype})"
-    return call(cls, layers, heads, dim, max_len, dtype=dtype, device="cpu", context=desc), desc
+def _layout_guess(got: Any, new: torch.Tensor, start: int) -> str:
+    """Name a known mistake in the keys an append returned (``new``: its [T, heads, dim] keys), if any."""
+    t, heads, dim = new.shape
+    if not isinstance(got, torch.Tensor) or got.dim() != 3:
+        return ""
+    return (looks_like(got, [("only the new tokens were returned; return the layer's buffer up to the new "
+                              "length, the old tokens and the new", lambda: new.transpose(0, 1))])
+            or looks_like(got[:, start:], [("the new tokens were reshaped to [heads, T, dim], which scrambles "
+                                            "them; transpose [T, heads, dim] instead", lambda: new.reshape(heads, t, dim))])
+            or (t > 1 and looks_like(got[:, start + 1:], [("the new tokens were written one position too far "
+                                                          "(from lengths[layer] + 1 on)", lambda: new.transpose(0, 1)[:, :-1])]))
+            or "")
 
 
 def _replay(cls: type, layers: int, heads: int, dim: int, max_len: int, steps: list[tuple[int, int]],
             seed: int, dtype: torch.dtype = torch.float32) -> None:
     """Run the same appends on the learner's cache and minikv's; raise at the first difference."""
-    mine, desc = _new_cache(cls, layers, heads, dim, max_len, dtype)
+    desc = f"KVCache(num_layers={layers}, num_kv_heads={heads}, head_dim={dim}, max_len={max_len}"
+    desc += ")" if dtype == torch.float32 else f", dtype={dtype})"
+    mine = call(cls, layers, heads, dim, max_len, dtype=dtype, device="cpu", context=desc)
     ref = ContiguousKVCache(layers, heads, dim, max_len, dtype=dtype)
-    done: list[tuple[int, int]] = []
+    trace = Trace(desc)
     for n, (layer, t) in enumerate(steps):
         k = _randn(t, heads, dim, seed=seed * 1000 + 2 * n, dtype=dtype)
         v = _randn(t, heads, dim, seed=seed * 1000 + 2 * n + 1, dtype=dtype)
-        step = (f"append #{n + 1} (layer {layer}, {t} new token{'s' * (t != 1)}; "
-                f"earlier (layer, tokens): {done or 'none'}) on {desc}")
-        where = f"at {step}"
-        try:
-            want = ref.append(layer, k, v)
-        except KVCacheFull:
-            want = None
-        if want is None:
-            try:
-                mine.append(layer, k, v)
-            except KVCacheFull:
-                pass
-            except NotImplementedError:
-                raise
-            except Exception as exc:
-                raise CheckFailed(one_line(f"{step}: append raised {type(exc).__name__} instead of KVCacheFull: {exc}")) from exc
-            else:
-                raise CheckFailed(one_line(f"append did not raise KVCacheFull {where}, which needs "
-                                           f"{ref.lengths[layer] + t} > max_len={max_len} positions"))
-        else:
-            got = call(mine.append, layer, k, v, context=step)
+        start = ref.lengths[layer]
+        trace.step(f"append(layer={layer}, {t} new token{'s' * (t != 1)})")
+        pair = trace.mirror(lambda: ref.append(layer, k, v), lambda: mine.append(layer, k, v), KVCacheFull,
+                            lambda: f"it needs {start + t} positions of max_len={max_len}")
+        if pair is not None:
+            want, got = pair
             if not isinstance(got, (tuple, list)) or len(got) != 2:
-                raise CheckFailed(one_line(f"append returned {type(got).__name__}, expected a (keys, values) pair {where}"))
-            expect_tensor(got[0], want[0], "the returned keys tensor", KV_DIMS, where)
-            expect_tensor(got[1], want[1], "the returned values tensor", KV_DIMS, where)
-            done.append((layer, t))
+                trace.fail(f"append returned {type(got).__name__}, expected a (keys, values) pair")
+            expect_tensor(got[0], want[0], "the returned keys tensor", KV_DIMS, trace.where(),
+                          diagnose=lambda: _layout_guess(got[0], k, start))
+            expect_tensor(got[1], want[1], "the returned values tensor", KV_DIMS, trace.where())
         lengths = getattr(mine, "lengths", None)
         if lengths is None:
             raise CheckFailed("the cache has no `lengths` attribute (tokens stored per layer)")
-        expect_equal(list(lengths), ref.lengths, "cache.lengths", where + (" (KVCacheFull must store nothing)" if want is None else ""))
-        expect_equal(call(len, mine, context="len(cache)"), len(ref), "len(cache)", f"(tokens in the last layer) {where}")
+        trace.expect(list(lengths), ref.lengths, "cache.lengths",
+                     " (a KVCacheFull append must store nothing)" if pair is None else "")
+        trace.expect(call(len, mine, context="len(cache)"), len(ref), "len(cache) (tokens in the last layer)")
 
 
 @ex12.check("one append: shapes, values, lengths")
@@ -225,11 +196,6 @@ def _random_traces(learner: Learner) -> None:
     prop()
 
 
-@ex12.check("serves LLM('tiny-llama') like minikv's cache", final=True)
-def _engine_cache(learner: Learner) -> str:
-    return _expect_same_tokens(engine_tokens(learner.get("KVCache"), ref_decode_attention), "your KVCache")
-
-
 # ---- 1.3 decode attention ----------------------------------------------------------------------------
 
 ex13 = register(Exercise(
@@ -247,22 +213,19 @@ def _attention_case(heads: int, kv_heads: int, length: int, dim: int, seed: int)
 def _diagnose(got: torch.Tensor, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float) -> str:
     """Name a known mistake that ``got`` matches, if any."""
     heads, kv_heads = q.shape[0], keys.shape[0]
+    group = heads // kv_heads
+    k, v = keys.repeat_interleave(group, dim=0), values.repeat_interleave(group, dim=0)
     guesses: list[tuple[str, Callable[[], torch.Tensor]]] = [
         ("the scale is missing", lambda: ref_decode_attention(q, keys, values, 1.0)),
         ("the scale is applied twice", lambda: ref_decode_attention(q, keys, values, scale * scale)),
+        ("the softmax runs over the query heads (dim 0); it should run over the cached positions (the last axis)",
+         lambda: torch.einsum("hl,hld->hd", (torch.einsum("hd,hld->hl", q, k) * scale).softmax(dim=0), v)),
     ]
     if 1 < kv_heads < heads:
         modulo = torch.arange(heads) % kv_heads
-        guesses.append((f"query head h reads KV head h % {kv_heads}; it should read h // {heads // kv_heads}",
-                        lambda: torch.stack([ref_decode_attention(q[h:h + 1], keys[g:g + 1], values[g:g + 1], scale)[0]
-                                             for h, g in enumerate(modulo.tolist())])))
-    for text, make in guesses:
-        try:
-            if isinstance(got, torch.Tensor) and got.shape == q.shape and torch.allclose(got.float(), make(), atol=1e-5, rtol=1e-4):
-                return f"; looks like {text}"
-        except Exception:  # noqa: BLE001 - a diagnosis is best effort
-            continue
-    return ""
+        guesses.append((f"query head h reads KV head h % {kv_heads}; it should read h // {group}",
+                        lambda: ref_decode_attention(q, keys[modulo], values[modulo], scale)))
+    return looks_like(got, guesses)
 
 
 def _expect_attention(fn: Callable[..., Any], q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
@@ -272,10 +235,8 @@ def _expect_attention(fn: Callable[..., Any], q: torch.Tensor, keys: torch.Tenso
     desc = (f"for num_heads={heads}, num_kv_heads={kv_heads}, length={length}, head_dim={dim}, scale={scale:.3g}")
     got = call(fn, q.clone(), keys.clone(), values.clone(), scale, context=f"decode_attention {desc}")
     want = ref_decode_attention(q, keys, values, scale) if want is None else want
-    try:
-        expect_tensor(got, want, "decode_attention's output", ("head", "dim"), desc)
-    except CheckFailed as exc:
-        raise CheckFailed(str(exc) + _diagnose(got, q, keys, values, scale)) from None
+    expect_tensor(got, want, "decode_attention's output", ("head", "dim"), desc,
+                  diagnose=lambda: _diagnose(got, q, keys, values, scale))
 
 
 @ex13.check("one cached token: the output is its value")
@@ -328,14 +289,18 @@ def _cache_is_right(cls: Any) -> bool:
         return False
 
 
-@ex13.check("serves LLM('tiny-llama') like minikv's attention", final=True)
-def _engine_attention(learner: Learner) -> str:
-    fn = learner.get("decode_attention")
-    cache = learner.find("KVCache")
+@engine_check(ex12, "serves LLM('tiny-llama') like minikv's cache", WORKLOAD, REFERENCE)
+def _engine_cache(learner: Learner) -> Plug:
+    return Plug({"kv_cache_cls": learner.get("KVCache"), "decode_attention": ref_decode_attention}, "your KVCache")
+
+
+@engine_check(ex13, "serves LLM('tiny-llama') like minikv's attention", WORKLOAD, REFERENCE)
+def _engine_attention(learner: Learner) -> Plug:
+    fn, cache = learner.get("decode_attention"), learner.find("KVCache")
     if _cache_is_right(cache):
-        return _expect_same_tokens(engine_tokens(cache, fn), "your decode_attention and your KVCache")
-    return _expect_same_tokens(engine_tokens(ContiguousKVCache, fn),
-                               "your decode_attention (and minikv's cache: your KVCache is not done yet)")
+        return Plug({"kv_cache_cls": cache, "decode_attention": fn}, "your decode_attention and your KVCache")
+    return Plug({"kv_cache_cls": ContiguousKVCache, "decode_attention": fn},
+                "your decode_attention (and minikv's cache: your KVCache is not done yet)")
 
 
-__all__ = ["PROMPTS", "engine_tokens", "reference_tokens"]
+__all__ = ["MAX_TOKENS", "PROMPTS", "REFERENCE", "WORKLOAD"]
