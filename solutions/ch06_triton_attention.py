@@ -2,7 +2,7 @@
 
 Exercises 6.1-6.3: a block-table gather, the online-softmax loop of a paged
 decode kernel, and the prefix/causal mask of prefill over a cached prefix.
-Each is a ``@triton.jit`` kernel; the plain Python function under it (given,
+Each is a Triton kernel (``@jit`` below is ``@triton.jit``); the plain Python function under it (given,
 not an exercise) launches it with the signature of minikv's PyTorch reference
 in :mod:`minikv.attention.torch_ref`. Check your work with
 ``minikv grade --chapter 6``, or ``minikv.grade.check("6.1")`` in the notebook.
@@ -27,6 +27,14 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 
+def jit(fn):  # noqa: ANN001, ANN201 - a kernel in, a kernel out
+    """``triton.jit``, keeping the kernel's docstring, so ``help(decode_kernel)`` shows its spec
+    (the interpreter's wrapper drops it)."""
+    kernel = triton.jit(fn)
+    kernel.__doc__ = fn.__doc__
+    return kernel
+
+
 def pow2_at_least(n: int, floor: int = 1) -> int:
     """The smallest power of two ``>= max(n, floor)`` (``tl.arange`` takes powers of two only)."""
     p = floor
@@ -38,7 +46,7 @@ def pow2_at_least(n: int, floor: int = 1) -> int:
 # ---- 6.1 ---------------------------------------------------------------------------------------
 
 
-@triton.jit
+@jit
 def gather_kv_kernel(
     cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim]: one layer's K (or V)
     block_table_ptr,  # [n_blocks] int: the sequence's blocks, in token order
@@ -103,7 +111,7 @@ def gather_kv(
 # ---- 6.2 ---------------------------------------------------------------------------------------
 
 
-@triton.jit
+@jit
 def decode_kernel(
     q_ptr,  # [batch, num_q_heads, head_dim]
     k_cache_ptr, v_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim]
@@ -214,7 +222,7 @@ def paged_decode_attention(
 # ---- 6.3 ---------------------------------------------------------------------------------------
 
 
-@triton.jit
+@jit
 def prefill_kernel(
     q_ptr,  # [num_tokens, num_q_heads, head_dim]: every sequence's new tokens, one after another
     k_cache_ptr, v_cache_ptr,  # [num_blocks, block_size, num_kv_heads, head_dim]
