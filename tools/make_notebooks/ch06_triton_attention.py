@@ -93,8 +93,8 @@ CELLS = [
         tl.store(who_ptr + offs, pid, mask=mask)  # for the picture below
 
     n, BLOCK = 10, 4
-    x, y = torch.arange(n, dtype=torch.float32), torch.full((n,), 100.0)
-    out, who = torch.empty(n), torch.full((n,), -1, dtype=torch.int32)
+    x, y = torch.arange(n, dtype=torch.float32, device=DEVICE), torch.full((n,), 100.0, device=DEVICE)
+    out, who = torch.empty(n, device=DEVICE), torch.full((n,), -1, dtype=torch.int32, device=DEVICE)
     grid = (triton.cdiv(n, BLOCK),)               # 3 programs of 4 lanes for 10 elements
     add_kernel[grid](x, y, out, who, n, BLOCK=BLOCK)
     assert torch.equal(out, x + y)
@@ -145,10 +145,10 @@ CELLS = [
         k = -(-L // BS)
         tables.append(order[at:at + k] + [-1] * (4 - k))  # rows padded with -1
         at += k
-    block_tables = torch.tensor(tables)
-    k_cache = torch.randn(num_blocks, BS, HKV, D, generator=gen)
-    v_cache = torch.randn(num_blocks, BS, HKV, D, generator=gen)
-    context_lens = torch.tensor(lens)
+    block_tables = torch.tensor(tables, device=DEVICE)
+    k_cache = torch.randn(num_blocks, BS, HKV, D, generator=gen).to(DEVICE)   # fp32: the interpreter's dtype
+    v_cache = torch.randn(num_blocks, BS, HKV, D, generator=gen).to(DEVICE)
+    context_lens = torch.tensor(lens, device=DEVICE)
     print("block_tables:", block_tables.tolist())
     print("k_cache strides (block, offset, head, dim):", k_cache.stride())
     """),
@@ -172,7 +172,7 @@ CELLS = [
         tl.store(out_ptr + head * BLOCK_SIZE * HEAD_DIM + offsets[:, None] * HEAD_DIM + dims[None, :], tile)
 
     b, j = 0, 1                                                # sequence 0's second block: positions 16..31
-    out = torch.empty(HKV, BS, D)
+    out = torch.empty(HKV, BS, D, device=DEVICE)
     gather_block_kernel[(HKV,)](k_cache, block_tables[b], out, j, *k_cache.stride()[:3], BLOCK_SIZE=BS, HEAD_DIM=D)
     want = torch_ref.gather_kv(k_cache, block_tables[b], lens[b])[j * BS:(j + 1) * BS].transpose(0, 1)
     assert torch.equal(out, want)
@@ -199,11 +199,11 @@ CELLS = [
     are added. At the end, `out = acc / l`. First in plain PyTorch, watching the numbers:
     """),
     code(r"""
-    q1 = torch.randn(D, generator=gen)
+    q1 = torch.randn(D, generator=gen).to(DEVICE)
     keys = torch_ref.gather_kv(k_cache, block_tables[2], lens[2])[:, 0]    # sequence 2, kv head 0: [64, D]
     vals = torch_ref.gather_kv(v_cache, block_tables[2], lens[2])[:, 0]
     scale = D ** -0.5
-    m, l, acc, trace = torch.tensor(-math.inf), torch.tensor(0.0), torch.zeros(D), []
+    m, l, acc, trace = torch.tensor(-math.inf, device=DEVICE), torch.tensor(0.0, device=DEVICE), torch.zeros(D, device=DEVICE), []
     for start in range(0, lens[2], BS):
         s = keys[start:start + BS] @ q1 * scale
         m_new = torch.maximum(m, s.max())
@@ -259,7 +259,7 @@ CELLS = [
         tl.store(out_ptr + (seq * NUM_HEADS + head) * HEAD_DIM + dims, acc / l)
 
     HQ = 8                                                   # 4 query heads per KV head
-    q = torch.randn(len(lens), HQ, D, generator=gen)
+    q = torch.randn(len(lens), HQ, D, generator=gen).to(DEVICE)
     out = torch.empty_like(q)
     decode_one_head_kernel[(len(lens), HQ)](q, k_cache, v_cache, block_tables, context_lens, out, scale,
                                             block_tables.stride(0), *k_cache.stride()[:3],
@@ -325,8 +325,8 @@ CELLS = [
     code(r"""
     # One launch for a batch mixing the three kinds; the pool of section 2 holds their K/V.
     q_lens = [40, 3, 12]                                       # seq 0: plain prefill; 1: 4 cached + 3 new; 2: a chunk of 12 after 52
-    starts = torch.tensor([0, 40, 43, 55])
-    qp = torch.randn(55, HQ, D, generator=gen)
+    starts = torch.tensor([0, 40, 43, 55], device=DEVICE)
+    qp = torch.randn(55, HQ, D, generator=gen).to(DEVICE)
     got_pf = triton_paged_attention(qp, k_cache, v_cache, block_tables, starts, context_lens, scale)
     want_pf = torch_ref.paged_attention(qp, k_cache, v_cache, block_tables, starts, context_lens, scale)
     assert torch.allclose(got_pf, want_pf, atol=2e-5)

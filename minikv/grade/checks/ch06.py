@@ -276,7 +276,7 @@ def _random_decode(learner: Learner) -> None:
 
 
 def engine_tokens(decode: Callable[..., torch.Tensor] | None) -> tuple[list[list[int]], int]:
-    """Greedy tokens of ``LLM("tiny-llama")`` (CPU, paged, blocks of 4) for PROMPTS, and how often ``decode`` ran."""
+    """Greedy tokens of ``LLM("tiny-llama")`` (fp32, paged, blocks of 4) for PROMPTS, and how often ``decode`` ran."""
     from minikv import LLM, SamplingParams
 
     calls = [0]
@@ -287,7 +287,7 @@ def engine_tokens(decode: Callable[..., torch.Tensor] | None) -> tuple[list[list
             return decode(*args)
 
         plug["paged_decode_attention"] = counted
-    llm = LLM("tiny-llama", device="cpu", block_size=ENGINE_BLOCK_SIZE, **plug)
+    llm = LLM("tiny-llama", device=DEVICE, dtype=torch.float32, block_size=ENGINE_BLOCK_SIZE, **plug)
     outputs = llm.generate(list(PROMPTS), SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True))
     return [list(o.token_ids) for o in outputs], calls[0]
 
