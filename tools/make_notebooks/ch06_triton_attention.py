@@ -10,8 +10,8 @@ CELLS = [
 
     Chapter 02's paged attention, and minikv's engine until now, *gather* first: every decode step
     copies each sequence's blocks into one contiguous tensor, then runs ordinary attention on the
-    copy. The copy costs as much memory traffic as the attention itself, and it is paid again in every
-    layer of every step. It also undoes the gift of chapters 03 and 04: a prefix-cache hit saves the
+    copy. The copy reads every cached key and value and writes it out again before attention reads it
+    a second time, in every layer of every step. It also undoes the gift of chapters 03 and 04: a prefix-cache hit saves the
     prefill's compute, then pays to copy the whole cached prefix around. Measured for this project on
     an H200, with a model of SmolLM2's shape on that PyTorch path, a hit of 1,024 cached + 64 new
     tokens took **37.7 ms**, a miss **26.7 ms**.
