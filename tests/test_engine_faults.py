@@ -208,3 +208,21 @@ def test_contiguous_rows_are_freed_after_an_error(monkeypatch) -> None:
         llm.generate(prompts, PARAMS)
     monkeypatch.undo()
     assert [o.token_ids for o in llm.generate(prompts, PARAMS)] == [list(t) for t in fresh_tokens("none", "distinct")]
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one-call", "two-calls"])
+def test_a_partial_hit_that_pins_one_block_more_still_gets_admitted(together: bool) -> None:
+    """Radix at page_size=1: a hit ending inside a block pins its source on top of the need.
+
+    Here the second prompt needs the whole 3-block pool; its 1-token partial hit on the first one's
+    cached block would pin a 4th. The engine drops the evictable prefix and admits it (it used to
+    raise KVCacheFull, though the request fits the pool).
+    """
+    llm = LLM(NAME, device="cpu", prefix_cache="radix", prefix_cache_options={"page_size": 1}, block_size=2,
+              num_blocks=3)
+    prompts = [{"prompt_token_ids": [1]}, {"prompt_token_ids": [1, 1]}]
+    params = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
+    want = [o.token_ids for o in LLM(NAME, device="cpu", block_size=2, num_blocks=3).generate(prompts, params)]
+    got = llm.generate(prompts, params) if together else [llm.generate(p, params)[0] for p in prompts]
+    assert [o.token_ids for o in got] == want
+    assert_nothing_allocated(llm)

@@ -62,17 +62,33 @@ class BlockManager:
             )
 
     def can_allocate(self, seq: Sequence) -> bool:
-        """Whether ``allocate`` will succeed. Conservative: counts the whole need, as if nothing hit.
+        """Whether ``allocate`` should succeed. Conservative: counts the whole need, as if nothing hit.
 
         (A hit on a block another sequence holds needs fewer new blocks, but
         asking would take references; the sequence is admitted a bit later instead.)
+        One case it misses: a partial hit pins its source block on top of the
+        need (copy-on-write), so ``allocate`` may still raise :class:`KVCacheFull`.
         """
         return self.blocks_needed(seq) <= self.cache.num_allocatable
 
     def allocate(self, seq: Sequence) -> None:
-        """Match ``seq``'s prompt in the cache and reserve the rest of its blocks (all-or-nothing)."""
+        """Match ``seq``'s prompt in the cache and reserve the rest of its blocks (all-or-nothing).
+
+        Raises :class:`KVCacheFull` (holding nothing) when the blocks are not to
+        be had now. When no other sequence holds blocks, it first drops every
+        evictable cached prefix and tries once more, so a sequence that fits the
+        empty pool (``check_fits``) is always admitted in the end.
+        """
         assert seq.block_table is None, f"sequence {seq.request_id} already holds blocks"
         assert seq.request_id not in self.holders, f"request id {seq.request_id} already holds blocks"
+        try:
+            self._take_blocks(seq)
+        except KVCacheFull:
+            if self.holders or not self.cache.evict(self.cache.num_blocks):
+                raise
+            self._take_blocks(seq)  # a pool of free blocks: the whole need fits, whatever the match
+
+    def _take_blocks(self, seq: Sequence) -> None:
         taken: list[int] = []
         try:
             hit = self.cache.match(seq.prompt_token_ids, seq.params.cache_salt)

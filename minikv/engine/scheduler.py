@@ -28,6 +28,7 @@ from collections import deque
 from typing import Protocol
 
 from minikv.engine.sequence import Sequence
+from minikv.errors import KVCacheFull
 
 
 class KVSpace(Protocol):
@@ -87,7 +88,12 @@ class Scheduler:
                 break
             if self.share_in_batch and self._shares_uncached_block(seq, admitted):
                 break
-            self.kv.allocate(seq)  # all or nothing; from here on the manager tracks it
+            try:
+                self.kv.allocate(seq)  # all or nothing; from here on the manager tracks it
+            except KVCacheFull:
+                if not self.running:
+                    raise
+                break  # (a partial prefix hit pins one block more than can_allocate counts) wait for room
             self.running.append(self.waiting.popleft())
             admitted.append(seq)
             num_tokens += new_tokens
