@@ -11,17 +11,13 @@ import pytest
 import torch
 
 from conftest import load_llm
+from pool_checks import assert_nothing_allocated
 from minikv import LLM, MinikvError, SamplingParams
 from minikv.cli import main
 from minikv.engine.sampler import sample_one
 from minikv.errors import InvalidRequestError, KVCacheFull, ModelNotFoundError
 
 TINY = "tiny-llama"
-
-
-def assert_pool_empty(llm: LLM) -> None:
-    alloc = llm.kv_pool.allocator
-    assert alloc.num_free == alloc.num_blocks
 
 
 @pytest.mark.parametrize(
@@ -43,7 +39,7 @@ def test_bad_prompt_raises_before_any_work(prompt, words: str) -> None:
     with pytest.raises(InvalidRequestError) as err:
         llm.generate([good, prompt], SamplingParams(max_tokens=4))  # the good one must not run either
     assert words in str(err.value)
-    assert_pool_empty(llm)
+    assert_nothing_allocated(llm)
 
 
 @pytest.mark.parametrize(
@@ -99,9 +95,9 @@ def test_pool_too_small_for_one_request_says_what_to_change() -> None:
     for words in ("prompt 1", "needs 60 KV-cache tokens", "40 prompt", "20 new", "holds 48 tokens (3 blocks)",
                   "kv_cache_memory", "num_blocks", "max_tokens"):
         assert words in msg, f"{words!r} missing from: {msg}"
-    assert_pool_empty(llm)
+    assert_nothing_allocated(llm)
     assert len(llm.generate(fits, SamplingParams(max_tokens=20))[0].token_ids) > 0  # and the pool still works
-    assert_pool_empty(llm)
+    assert_nothing_allocated(llm)
 
 
 def test_memory_budget_below_one_block_or_row() -> None:

@@ -14,15 +14,17 @@ import pytest
 import torch
 
 from conftest import load_hf, load_llm
+from pool_checks import assert_nothing_allocated
 from minikv import LLM, SamplingParams
-from minikv.attention.padded import PaddedKVCache, PaddedStep
+from minikv.attention.padded import PaddedStep
 from minikv.attention.paged import PagedStep
 from minikv.attention.reference import decode_attention
 from minikv.attention.torch_ref import paged_attention, paged_decode_attention
 from minikv.engine.model_runner import ModelRunner
 from minikv.engine.scheduler import Scheduler
-from minikv.kv import BlockTable, KVPool, make_block_table_tensor
+from minikv.kv import BlockAllocator, BlockTable, KVPool, make_block_table_tensor
 from minikv.kv.contiguous import ContiguousKVCache
+from minikv.kv.padded import PaddedKVCache
 
 MODELS = ["tiny-llama", "tiny-qwen2", "tiny-llama:heads=6,kv_heads=3,head_dim=24,hidden=72"]
 BLOCK_SIZES = [1, 16, 32]
@@ -61,11 +63,6 @@ def tokens(outs) -> list[list[int]]:
     return [list(o.token_ids) for o in outs]
 
 
-def assert_pool_empty(llm: LLM) -> None:
-    alloc = llm.kv_pool.allocator
-    assert alloc.num_free == alloc.num_blocks, f"{alloc.num_used} blocks still allocated after generate"
-
-
 @pytest.mark.parametrize("block_size", BLOCK_SIZES)
 @pytest.mark.parametrize("name", MODELS)
 def test_paged_batch_matches_contiguous_and_transformers(name: str, block_size: int) -> None:
@@ -75,7 +72,7 @@ def test_paged_batch_matches_contiguous_and_transformers(name: str, block_size: 
     assert tokens(outs) == want
     assert tokens(contiguous_llm(name).generate(prompts_for(name), GREEDY)) == want
     assert sum(len(t) == MAX_TOKENS for t in want) >= len(want) // 2, "most prompts stopped early: weak test"
-    assert_pool_empty(llm)
+    assert_nothing_allocated(llm)
     for o in outs:
         m = o.metrics
         assert o.finish_reason == ("length" if len(o.token_ids) == MAX_TOKENS else "stop")
@@ -140,7 +137,7 @@ def test_batch_larger_than_the_cache_runs_in_waves(monkeypatch, layout: str) -> 
     assert [len(t) for t in got] == [p.max_tokens for p in params]
     assert sum(sizes) == len(ps) and len(sizes) >= 3, f"the short cache should have forced waves, got {sizes}"
     if layout == "paged":
-        assert_pool_empty(small)
+        assert_nothing_allocated(small)
     else:
         assert max(sizes) <= 2
 
@@ -154,7 +151,7 @@ def test_each_sequence_stops_at_the_context_limit_on_its_own() -> None:
     assert all(o.finish_reason == "length" and o.metrics.finished_time is not None for o in outs)
     unlimited = load_llm("tiny-llama").generate(ps, params)
     assert [o.token_ids for o in outs] == [u.token_ids[: len(o.token_ids)] for o, u in zip(outs, unlimited)]
-    assert_pool_empty(llm)
+    assert_nothing_allocated(llm)
 
 
 def test_failure_mid_generation_frees_every_block(monkeypatch) -> None:
@@ -170,7 +167,7 @@ def test_failure_mid_generation_frees_every_block(monkeypatch) -> None:
     monkeypatch.setattr(ModelRunner, "run", flaky)
     with pytest.raises(RuntimeError, match="boom"):
         llm.generate(prompts_for("tiny-llama"), GREEDY)
-    assert_pool_empty(llm)
+    assert_nothing_allocated(llm)
     monkeypatch.undo()
     assert tokens(llm.generate(prompts_for("tiny-llama"), GREEDY)) == [list(t) for t in hf_tokens("tiny-llama")]
 
@@ -184,48 +181,73 @@ def attention_case(block_size: int, hq: int, hkv: int, d: int, seed: int):
     cached = [0, 0, block_size, 20, 4]  # tokens already in the cache before this step
     pool = KVPool(1, hkv, d, block_size, num_blocks=sum(-(-n // block_size) for n in ctx) + 5)
     pool.kv.copy_(torch.randn(pool.kv.shape, generator=gen) * 5)
-    order = pool.allocator.allocate(pool.num_blocks)
+    alloc = BlockAllocator(pool.num_blocks, block_size)  # the pool holds tensors only: hand its blocks out here
+    order = alloc.allocate(pool.num_blocks)
     random.Random(seed).shuffle(order)
-    pool.allocator.free(order)
+    alloc.free(order)
     tables = [BlockTable(block_size) for _ in ctx]
     for t, n, c in zip(tables, ctx, cached):  # earlier steps wrote the cached prefix
-        slots = torch.tensor(t.append_tokens(c, pool.allocator), dtype=torch.long)
+        slots = torch.tensor(t.append_tokens(c, alloc), dtype=torch.long)
         pool.k_cache(0).view(-1, hkv, d)[slots] = torch.randn(c, hkv, d, generator=gen)
         pool.v_cache(0).view(-1, hkv, d)[slots] = torch.randn(c, hkv, d, generator=gen)
     new = [n - c for n, c in zip(ctx, cached)]
-    slots = torch.tensor(sum((t.append_tokens(m, pool.allocator) for t, m in zip(tables, new)), []))
+    slots = torch.tensor(sum((t.append_tokens(m, alloc) for t, m in zip(tables, new)), []))
     q = torch.randn(sum(new), hq, d, generator=gen)
     k = torch.randn(sum(new), hkv, d, generator=gen)
     v = torch.randn(sum(new), hkv, d, generator=gen)
     starts = [0, *itertools.accumulate(new)]
-    return pool, tables, ctx, starts, slots, q, k, v
+    return pool, alloc, tables, ctx, starts, slots, q, k, v
+
+
+def expected_pool(before: torch.Tensor, tables: list[BlockTable], spans: list[tuple[int, int]], k: torch.Tensor,
+                  v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer 0's (K, V) as they must be after a step writes positions ``start..end-1`` of each sequence.
+
+    Built from a copy taken *before* the step and slots recomputed from the block tables, so a step
+    that writes to the wrong slot cannot make its own reference agree with it.
+    """
+    kc, vc = before[0, 0].clone(), before[1, 0].clone()  # [num_blocks, block_size, Hkv, D]
+    slots = torch.tensor([t.slot(p) for t, (s, e) in zip(tables, spans) for p in range(s, e)], dtype=torch.long)
+    kc.view(-1, *kc.shape[2:])[slots] = k
+    vc.view(-1, *vc.shape[2:])[slots] = v
+    return kc, vc
 
 
 @pytest.mark.parametrize(("block_size", "hq", "hkv", "d"), [(1, 4, 4, 16), (16, 8, 2, 24), (32, 6, 1, 64)])
 def test_paged_step_matches_torch_ref(block_size: int, hq: int, hkv: int, d: int) -> None:
-    pool, tables, ctx, starts, slots, q, k, v = attention_case(block_size, hq, hkv, d, seed=block_size)
+    """PagedStep writes each new token's K/V at its slot, then attends as the reference does.
+
+    The reference never reads the pool after the step wrote it (see :func:`expected_pool`), and the
+    whole pool is compared too, so a write to a wrong slot fails even where the step reads it back.
+    """
+    pool, alloc, tables, ctx, starts, slots, q, k, v = attention_case(block_size, hq, hkv, d, seed=block_size)
     bt = make_block_table_tensor([t.blocks for t in tables], pad=0)
     scale = d ** -0.5
+    spans = [(n - (e - s), n) for n, s, e in zip(ctx, starts, starts[1:])]
+    want_k, want_v = expected_pool(pool.kv, tables, spans, k, v)
     out = PagedStep(pool, slots, bt, starts, ctx, scale).attend(0, q, k, v)  # prefill, some after a prefix
-    want = paged_attention(q, pool.k_cache(0), pool.v_cache(0), bt, starts, ctx, scale)
+    want = paged_attention(q, want_k, want_v, bt, starts, ctx, scale)
     torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
+    assert torch.equal(pool.k_cache(0), want_k) and torch.equal(pool.v_cache(0), want_v), "K/V written off their slots"
 
     # one decode step for every sequence
-    dec_slots = torch.tensor([t.append_tokens(1, pool.allocator)[0] for t in tables])
+    dec_slots = torch.tensor([t.append_tokens(1, alloc)[0] for t in tables])
     ctx1 = [n + 1 for n in ctx]
     bt = make_block_table_tensor([t.blocks for t in tables], pad=0)
     qd, kd, vd = q[: len(ctx)] * 0.5, k[: len(ctx)] + 1, v[: len(ctx)] - 1
     dec_starts = list(range(len(ctx) + 1))
+    want_k, want_v = expected_pool(pool.kv, tables, [(n, n + 1) for n in ctx], kd, vd)
     out = PagedStep(pool, dec_slots, bt, dec_starts, ctx1, scale).attend(0, qd, kd, vd)
-    want = paged_attention(qd, pool.k_cache(0), pool.v_cache(0), bt, dec_starts, ctx1, scale)
+    want = paged_attention(qd, want_k, want_v, bt, dec_starts, ctx1, scale)
     torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
+    assert torch.equal(pool.k_cache(0), want_k) and torch.equal(pool.v_cache(0), want_v), "K/V written off their slots"
 
 
 @pytest.mark.parametrize("rows", [[0, 1, 2, 3, 4], [4, 0, 3, 1, 2], [5, 1, 3, 0, 2]])
 def test_padded_step_matches_torch_ref(rows: list[int]) -> None:
     """Rows in any order (and with an unused row) give the same attention as the paged reference."""
     hq, hkv, d = 6, 2, 16
-    pool, tables, ctx, starts, slots, q, k, v = attention_case(4, hq, hkv, d, seed=7)
+    pool, alloc, tables, ctx, starts, slots, q, k, v = attention_case(4, hq, hkv, d, seed=7)
     bt = make_block_table_tensor([t.blocks for t in tables], pad=0)
     cache = PaddedKVCache(1, hkv, d, max(rows) + 1, max(ctx) + 1)
     for row, t, n, m in zip(rows, tables, ctx, (b - a for a, b in zip(starts, starts[1:]))):
@@ -237,7 +259,7 @@ def test_padded_step_matches_torch_ref(rows: list[int]) -> None:
     want = paged_attention(q, *_written(pool, slots, k, v), bt, starts, ctx, scale)
     torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
 
-    dec_slots = torch.tensor([t.append_tokens(1, pool.allocator)[0] for t in tables])
+    dec_slots = torch.tensor([t.append_tokens(1, alloc)[0] for t in tables])
     ctx1 = [n + 1 for n in ctx]
     bt = make_block_table_tensor([t.blocks for t in tables], pad=0)
     qd, kd, vd = q[: len(ctx)] * 0.5, k[: len(ctx)] + 1, v[: len(ctx)] - 1
@@ -264,7 +286,7 @@ def test_smollm2_batch_paged_matches_contiguous_and_transformers(smollm2) -> Non
     params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
     assert smollm2.kv_layout == "paged" and smollm2.block_size == 16
     ours = tokens(smollm2.generate(ps, params))
-    assert_pool_empty(smollm2)
+    assert_nothing_allocated(smollm2)
     hf = load_hf("smollm2-135m")
     for p, got in zip(ps, ours):
         ids = torch.tensor([p["prompt_token_ids"]])
@@ -280,4 +302,4 @@ def test_smollm2_batch_paged_matches_contiguous_and_transformers(smollm2) -> Non
     for block_size in (1, 32):
         other = LLM("smollm2-135m", device="cpu", block_size=block_size)
         assert tokens(other.generate(ps, params)) == want, f"block size {block_size} differs from 16"
-        assert_pool_empty(other)
+        assert_nothing_allocated(other)

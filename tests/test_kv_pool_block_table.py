@@ -36,7 +36,30 @@ def test_pool_sized_from_memory_budget(dtype: torch.dtype) -> None:
     assert pool.capacity_tokens == 160
     assert pool.memory_bytes == 10 * per_block <= budget
     assert pool.kv.numel() * pool.kv.element_size() == pool.memory_bytes
-    assert pool.allocator.num_blocks == 10 and pool.allocator.num_free == 10
+    assert not hasattr(pool, "allocator"), "the pool holds tensors only; the prefix cache owns the blocks"
+
+
+@pytest.mark.parametrize("num_tokens", [0, 1, 3, 5])
+def test_copy_block_copies_the_leading_slots_of_every_layer(num_tokens: int) -> None:
+    pool = KVPool(num_layers=2, num_kv_heads=3, head_dim=4, block_size=5, num_blocks=4)
+    pool.kv.copy_(torch.randn(pool.kv.shape, generator=torch.Generator().manual_seed(num_tokens)))
+    before = pool.kv.clone()
+    pool.copy_block(1, 3, num_tokens)
+    want = before.clone()
+    want[:, :, 3, :num_tokens] = before[:, :, 1, :num_tokens]
+    assert torch.equal(pool.kv, want)  # K and V, every layer; the rest of block 3 and every other block untouched
+    pool.copy_blocks([(0, 2, 2), (2, 1, 5)])  # in order: block 1 gets block 2 after block 2 got block 0's first slots
+    want[:, :, 2, :2] = want[:, :, 0, :2]
+    want[:, :, 1] = want[:, :, 2]
+    assert torch.equal(pool.kv, want)
+
+
+def test_copy_block_refuses_bad_ids_and_counts() -> None:
+    pool = KVPool(num_layers=1, num_kv_heads=1, head_dim=2, block_size=4, num_blocks=3)
+    with pytest.raises(IndexError, match="outside the pool's blocks 0..2"):
+        pool.copy_block(0, 3, 1)
+    with pytest.raises(ValueError, match="num_tokens must be in 0..4"):
+        pool.copy_block(0, 1, 5)
 
 
 def test_pool_layout_and_views() -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from minikv.attention.torch_ref import paged_attention, paged_decode_attention, write_kv
-from minikv.kv import BlockTable, KVPool, make_block_table_tensor
+from minikv.kv import BlockAllocator, BlockTable, KVPool, make_block_table_tensor
 
 ATOL = 1e-5
 BLOCK_SIZES = [1, 16, 32]
@@ -73,7 +73,7 @@ class Case:
         self.k_cache, self.v_cache = self.pool.k_cache(0), self.pool.v_cache(0)
         self.k_cache.copy_(5 * torch.randn(self.k_cache.shape, generator=gen))
         self.v_cache.copy_(5 * torch.randn(self.v_cache.shape, generator=gen))
-        alloc = self.pool.allocator
+        self.allocator = alloc = BlockAllocator(num_blocks, block_size=bs)  # the pool holds tensors only
         order = alloc.allocate(num_blocks)
         random.Random(seed).shuffle(order)
         alloc.free(order)
@@ -83,7 +83,7 @@ class Case:
         """Append tokens start..end-1 of sequence b to its table; return their slots."""
         table = self.tables[b]
         assert table.num_tokens == start
-        return torch.tensor(table.append_tokens(end - start, self.pool.allocator), dtype=torch.long)
+        return torch.tensor(table.append_tokens(end - start, self.allocator), dtype=torch.long)
 
     def write_kv_batch(self, spans: list[tuple[int, int, int]]) -> None:
         """One write_kv for several (seq, start, end) spans, as an engine step does."""

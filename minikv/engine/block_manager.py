@@ -1,43 +1,45 @@
-"""BlockManager: gives each admitted sequence its blocks, reusing cached prefixes, and takes them back.
+"""BlockManager: gives each admitted sequence its blocks of the paged pool, reusing cached prefixes, and takes them back.
 
-It talks to a :class:`~minikv.prefix.PrefixCache`, which owns every block of
-the KV store (``NoPrefixCache`` when caching is off, so there is one road):
+It keeps no count of its own: the :class:`~minikv.prefix.PrefixCache`
+(``NoPrefixCache`` when caching is off) owns every block of the
+:class:`~minikv.kv.KVPool` and is the one ledger of used, evictable and free
+blocks (``cache.stats()``). The manager only knows which sequences hold
+blocks (their :class:`~minikv.kv.BlockTable` s), so it can always give them
+all back:
 
 1. ``allocate``: ``match`` the prompt (the hit's blocks are shared by
-   pointer and their tokens are not computed again), then reserve the rest of
-   the blocks the sequence may ever need (prompt + ``max_tokens``, capped at
-   the model's context), so a running sequence never runs out of room and
-   nothing has to be preempted (chapter 05's scheduler changes that);
+   pointer and their tokens are not computed again), copy a partly shared
+   block on the pool if the hit ends inside one (copy-on-write), then reserve
+   the rest of the blocks the sequence may ever need (prompt + ``max_tokens``,
+   capped at the model's context), so a running sequence never runs out of
+   room and nothing has to be preempted (chapter 05's scheduler changes that).
+   All or nothing: if anything raises, every block taken is released first.
 2. ``cache_computed``: after a forward, register the blocks whose K/V are now
    written, so later requests (even in the same batch) can hit them;
 3. ``free``: register what was computed, then ``release`` every block (tail
    first): cached ones stay reusable until evicted, the others are free.
+   ``free_all`` does that for every sequence still holding blocks (after an
+   error or an interrupt).
 
-The same manager serves the batched contiguous layout: there a "block" is a
-whole row of the padded cache (``block_size = row_len``), one per sequence.
+The contiguous layout has its own :class:`~minikv.engine.row_manager.RowManager`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from minikv.engine.sequence import Sequence
 from minikv.errors import KVCacheFull
 from minikv.kv.block_table import BlockTable, cdiv
+from minikv.kv.pool import KVPool
 from minikv.prefix.base import PrefixCache
-
-# (src block, dst block, number of leading tokens): copy K/V between blocks of the pool, every layer
-CopyFn = Callable[[int, int, int], None]
 
 
 class BlockManager:
-    """Block tables of the admitted sequences over the blocks owned by ``cache``."""
+    """Block tables of the admitted sequences over the blocks of ``pool``, owned by ``cache``."""
 
-    def __init__(self, cache: PrefixCache, block_size: int, max_model_len: int,
-                 bytes_per_block: int | None = None, copy_blocks: CopyFn | None = None) -> None:
-        self.cache, self.block_size, self.max_model_len = cache, block_size, max_model_len
-        self.bytes_per_block = bytes_per_block  # only to speak in bytes in error messages
-        self.copy_blocks = copy_blocks
+    def __init__(self, cache: PrefixCache, pool: KVPool, max_model_len: int) -> None:
+        self.cache, self.pool, self.max_model_len = cache, pool, max_model_len
+        self.block_size = pool.block_size
+        self.holders: dict[int, Sequence] = {}  # request id -> a sequence holding blocks, from allocate to free
 
     def tokens_needed(self, seq: Sequence) -> int:
         """Cache slots reserved for ``seq``: prompt + max_tokens, at most the model's context."""
@@ -51,37 +53,56 @@ class BlockManager:
         need = self.blocks_needed(seq)
         total = self.cache.num_blocks
         if need > total:
-            memory = f" (kv_cache_memory >= {need * self.bytes_per_block} bytes)" if self.bytes_per_block else ""
             raise KVCacheFull(
                 f"{what} needs {self.tokens_needed(seq)} KV-cache tokens ({len(seq.prompt_token_ids)} prompt + "
                 f"up to {seq.params.max_tokens} new) = {need} blocks of {self.block_size}, but the whole KV pool "
                 f"holds {total * self.block_size} tokens ({total} blocks); raise num_blocks to at least {need}"
-                f"{memory}, or lower max_tokens, or shorten the prompt"
+                f" (kv_cache_memory >= {need * self.pool.bytes_per_block} bytes), or lower max_tokens, "
+                "or shorten the prompt"
             )
 
     def can_allocate(self, seq: Sequence) -> bool:
-        """Whether ``allocate`` will succeed. Conservative: counts the whole need, as if nothing hit.
+        """Whether ``allocate`` should succeed. Conservative: counts the whole need, as if nothing hit.
 
         (A hit on a block another sequence holds needs fewer new blocks, but
         asking would take references; the sequence is admitted a bit later instead.)
+        One case it misses: a partial hit pins its source block on top of the
+        need (copy-on-write), so ``allocate`` may still raise :class:`KVCacheFull`.
         """
         return self.blocks_needed(seq) <= self.cache.num_allocatable
 
     def allocate(self, seq: Sequence) -> None:
-        """Match ``seq``'s prompt in the cache and reserve the rest of its blocks (all-or-nothing)."""
+        """Match ``seq``'s prompt in the cache and reserve the rest of its blocks (all-or-nothing).
+
+        Raises :class:`KVCacheFull` (holding nothing) when the blocks are not to
+        be had now. When no other sequence holds blocks, it first drops every
+        evictable cached prefix and tries once more, so a sequence that fits the
+        empty pool (``check_fits``) is always admitted in the end.
+        """
         assert seq.block_table is None, f"sequence {seq.request_id} already holds blocks"
-        hit = self.cache.match(seq.prompt_token_ids, seq.params.cache_salt)
-        blocks = list(hit.block_ids)
+        assert seq.request_id not in self.holders, f"request id {seq.request_id} already holds blocks"
         try:
-            blocks += self.cache.allocate(max(0, self.blocks_needed(seq) - len(blocks)))
+            self._take_blocks(seq)
         except KVCacheFull:
-            self.cache.release(hit.block_ids)
+            if self.holders or not self.cache.evict(self.cache.num_blocks):
+                raise
+            self._take_blocks(seq)  # a pool of free blocks: the whole need fits, whatever the match
+
+    def _take_blocks(self, seq: Sequence) -> None:
+        taken: list[int] = []
+        try:
+            hit = self.cache.match(seq.prompt_token_ids, seq.params.cache_salt)
+            taken = list(hit.block_ids)
+            taken += self.cache.allocate(max(0, self.blocks_needed(seq) - len(taken)))
+            if hit.copy_from_block is not None:  # a partly shared block: copy its K/V into our own
+                self.pool.copy_block(hit.copy_from_block, hit.block_ids[-1], hit.copy_tokens)
+        except BaseException:  # an interrupt too: give back what was taken, then let it through
+            if taken:
+                self.cache.release(taken)
             raise
-        if hit.copy_from_block is not None:  # a partly shared block: copy its K/V into our own (copy-on-write)
-            assert self.copy_blocks is not None, "this KV store cannot copy blocks"
-            self.copy_blocks(hit.copy_from_block, hit.block_ids[-1], hit.copy_tokens)
-        seq.block_table = BlockTable(self.block_size, blocks, hit.num_cached_tokens)
+        seq.block_table = BlockTable(self.block_size, taken, hit.num_cached_tokens)
         seq.num_computed_tokens = seq.num_cached_tokens = hit.num_cached_tokens
+        self.holders[seq.request_id] = seq
 
     def make_room(self, seq: Sequence) -> None:
         """Give the tokens that the next forward writes (``num_computed_tokens..len(seq)``) their slots."""
@@ -96,9 +117,37 @@ class BlockManager:
             self.cache.insert(seq.token_ids[:seq.num_computed_tokens], seq.block_table.blocks, seq.params.cache_salt)
 
     def free(self, seq: Sequence, keep: bool = True) -> None:
-        """Release ``seq``'s blocks (``keep``: first let the cache keep what was computed)."""
-        if seq.block_table is not None:
+        """Release ``seq``'s blocks (``keep``: first let the cache keep what was computed).
+
+        The blocks are released even if ``insert`` raises. If ``release``
+        itself raises, ``seq`` still counts as holding them, so ``free_all``
+        tries again.
+        """
+        table = seq.block_table
+        if table is None:
+            return
+        try:
             if keep:
                 self.cache_computed(seq)
-            self.cache.release(seq.block_table.blocks)
+        finally:
+            self.cache.release(table.blocks)
             seq.block_table = None
+            self.holders.pop(seq.request_id, None)
+
+    def free_all(self) -> None:
+        """Release the blocks of every sequence still holding some (after an error or an interrupt).
+
+        Keeps going past a failing ``release``; raises the first error once all were tried.
+        """
+        error: BaseException | None = None
+        for seq in list(self.holders.values()):
+            try:
+                self.free(seq, keep=False)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after the others are freed
+                error = error or e
+        if error is not None:
+            raise error
+
+    def held_blocks(self) -> set[int]:
+        """Blocks the sequences hold right now (reserved ones included): what the engine has in use."""
+        return {b for seq in self.holders.values() if seq.block_table is not None for b in seq.block_table.blocks}

@@ -1,8 +1,10 @@
 """LLM: the user-facing engine (vLLM's names): ``LLM(model).generate(prompts, SamplingParams(...))``.
 
 A thin facade over the engine's one road: prompts become :class:`Sequence` s,
-the :class:`Scheduler` admits them into the KV cache (:class:`BlockManager`),
-the :class:`ModelRunner` runs each batched step and samples.
+the :class:`Scheduler` admits them into the KV cache (blocks of the paged
+:class:`KVPool` through the :class:`BlockManager`, whose one ledger is the
+prefix cache; or rows of a padded cache through a :class:`RowManager`), the
+:class:`ModelRunner` runs each batched step and samples.
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ import torch
 
 from minikv.attention.contiguous import DecodeFn
 from minikv.attention.paged import PagedDecodeFn
-from minikv.attention.padded import PaddedKVCache
 from minikv.config import ModelConfig
 from minikv.engine.block_manager import BlockManager
 from minikv.engine.config import EngineConfig, check_cache_size, is_cache_factory
 from minikv.engine.inputs import PromptLike, as_params_list, as_prompt_list, check_prompt_ids, parse_prompt, prompt_name
 from minikv.engine.model_runner import ModelRunner
+from minikv.engine.row_manager import RowManager
 from minikv.engine.scheduler import Scheduler
 from minikv.engine.sequence import Sequence
 from minikv.engine.sequential import SequentialRunner
 from minikv.errors import InvalidRequestError, KVCacheFull
 from minikv.kv.contiguous import ContiguousKVCache
+from minikv.kv.padded import PaddedKVCache
 from minikv.kv.pool import KVPool, bytes_per_token
 from minikv.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer, resolve
 from minikv.outputs import RequestOutput
@@ -58,8 +61,9 @@ class LLM:
     ``{"hash_fn": "xxh3_128"}`` or ``{"page_size": 1, "policy": "lfu"}`` for the radix tree.
     The cache lives as long as the ``LLM``: later ``generate`` calls hit what
     earlier ones computed; ``cache_stats()`` and ``reset_prefix_cache()``.
-    It owns the pool's blocks (``llm.cache``); with ``"none"`` it hands them
-    out through ``llm.kv_pool.allocator``.
+    It owns the pool's blocks (``llm.cache``, a ``NoPrefixCache`` with ``"none"``):
+    the one ledger of used, evictable and free blocks, ``cache_stats()``.
+    ``llm.kv_pool`` holds only the K/V tensors.
 
     KV cache: ``kv_layout="paged"`` (default) keeps every sequence's K/V in
     blocks of ``block_size`` tokens of one preallocated :class:`KVPool`;
@@ -146,6 +150,7 @@ class LLM:
                                   dtype=self.dtype, device=self.device)
             self.kv_cache_memory = self.kv_pool.memory_bytes
         self.cache: PrefixCache = self._make_prefix_cache(prefix_cache, prefix_cache_options or {})
+        self.block_manager = BlockManager(self.cache, self.kv_pool, self.max_model_len) if self.kv_pool else None
         self._sequential: SequentialRunner | None = None
         if plugged:
             self._sequential = SequentialRunner(
@@ -160,7 +165,7 @@ class LLM:
                                           "and the chapter 01 plug-ins, or use prefix_cache='none'")
             return NoPrefixCache(1, self.block_size)  # unused: the contiguous layout sizes its rows per batch
         n, bs = self.kv_pool.num_blocks, self.block_size
-        if kind == "none":
+        if kind == "none":  # the one ledger of the pool's blocks, even with caching off
             return NoPrefixCache(n, bs)
         if isinstance(kind, str):
             return make_prefix_cache(kind, n, bs, **options)
@@ -182,11 +187,6 @@ class LLM:
     def reset_prefix_cache(self) -> None:
         """Forget every cached prefix (the next requests all miss) and zero the statistics."""
         self.cache.reset()
-
-    def _copy_blocks(self, src: int, dst: int, num_tokens: int) -> None:
-        """Copy the K/V of the first ``num_tokens`` slots of block ``src`` into block ``dst`` (every layer)."""
-        assert self.kv_pool is not None
-        self.kv_pool.kv[:, :, dst, :num_tokens] = self.kv_pool.kv[:, :, src, :num_tokens]
 
     # ---- input handling -------------------------------------------------------------------
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
@@ -250,14 +250,13 @@ class LLM:
                 bar.close()
         return [self._output(s) for s in seqs]
 
-    def _kv_for(self, seqs: list[Sequence]) -> tuple[KVPool | PaddedKVCache, BlockManager]:
-        """The KV store for this batch and a block manager over it; raises :class:`KVCacheFull` before any work."""
+    def _kv_for(self, seqs: list[Sequence]) -> tuple[KVPool | PaddedKVCache, BlockManager | RowManager]:
+        """The KV store for this batch and its manager; raises :class:`KVCacheFull` before any work."""
         if self.kv_pool is not None:
-            manager = BlockManager(self.cache, self.block_size, self.max_model_len,
-                                   self.kv_pool.bytes_per_block, copy_blocks=self._copy_blocks)
+            assert self.block_manager is not None
             for i, seq in enumerate(seqs):
-                manager.check_fits(seq, f"prompt {i}" if len(seqs) > 1 else "the request")
-            return self.kv_pool, manager
+                self.block_manager.check_fits(seq, f"prompt {i}" if len(seqs) > 1 else "the request")
+            return self.kv_pool, self.block_manager
         cfg = self.config
         row_len = max(s.max_length(self.max_model_len) for s in seqs)
         row_bytes = row_len * self.kv_bytes_per_token
@@ -269,13 +268,13 @@ class LLM:
                 f"tokens); raise kv_cache_memory to at least {row_bytes}, or lower max_tokens, or shorten the prompt"
             )
         cache = PaddedKVCache(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, rows, row_len, self.dtype, self.device)
-        return cache, BlockManager(NoPrefixCache(rows, row_len), row_len, self.max_model_len, row_bytes)
+        return cache, RowManager(rows, row_len, self.max_model_len)
 
     def _run_batch(self, seqs: list[Sequence], bar: Any = None) -> None:
         """Run all sequences to completion as one batch stepping together."""
         kv, manager = self._kv_for(seqs)
-        scheduler = Scheduler(manager, self.eos_ids, self.max_model_len,
-                              share_in_batch=not isinstance(manager.cache, NoPrefixCache))
+        scheduler = Scheduler(manager, self.eos_ids, self.max_model_len, block_size=self.block_size,
+                              share_in_batch=not isinstance(self.cache, NoPrefixCache))
         runner = ModelRunner(self.model, kv, self.scale, self.device, self.paged_decode_attention)
         for seq in seqs:
             scheduler.add(seq)

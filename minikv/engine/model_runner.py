@@ -13,10 +13,11 @@ import torch
 
 from minikv.attention.backend import AttentionStep
 from minikv.attention.paged import PagedDecodeFn, PagedStep
-from minikv.attention.padded import PaddedKVCache, PaddedStep
+from minikv.attention.padded import PaddedStep
 from minikv.engine.sampler import sample
 from minikv.engine.sequence import Sequence
 from minikv.kv.block_table import make_block_table_tensor
+from minikv.kv.padded import PaddedKVCache
 from minikv.kv.pool import KVPool
 from minikv.models.llama import CausalLM
 
@@ -27,8 +28,9 @@ class Batch:
 
     input_ids: torch.Tensor  # [T] long
     positions: torch.Tensor  # [T] long, position of each token in its own sequence
-    slot_mapping: torch.Tensor  # [T] long, cache slot of each token's K/V
-    block_tables: list[list[int]]  # B rows, each sequence's blocks in order
+    slot_mapping: torch.Tensor  # [T] long, pool slot of each token's K/V (paged; empty for the padded cache)
+    block_tables: list[list[int]]  # B rows, each sequence's blocks in order (paged; empty for the padded cache)
+    rows: list[int]  # B, each sequence's row of the padded cache (empty for the paged pool)
     query_start_loc: list[int]  # B + 1: sequence b's tokens are rows [b] .. [b + 1] - 1
     context_lens: list[int]  # B: tokens in the cache once this step's are written
     logits_indices: torch.Tensor  # [B] long, the last new token of each sequence
@@ -44,6 +46,7 @@ class ModelRunner:
                  paged_decode_fn: PagedDecodeFn | None = None) -> None:
         self.model, self.kv, self.scale, self.device = model, kv, scale, device
         self.paged_decode_fn = paged_decode_fn
+        self.paged = isinstance(kv, KVPool)
 
     def prepare(self, seqs: list[Sequence]) -> Batch:
         """Each sequence feeds its tokens ``num_computed_tokens .. len(seq)`` (the whole prompt at prefill, then 1)."""
@@ -51,30 +54,36 @@ class ModelRunner:
         positions: list[int] = []
         slots: list[int] = []
         starts, lens, tables = [0], [], []
+        rows: list[int] = []
         for seq in seqs:
-            table = seq.block_table
-            assert table is not None, f"sequence {seq.request_id} was scheduled without blocks"
             begin, end = seq.num_computed_tokens, len(seq)
+            if self.paged:
+                table = seq.block_table
+                assert table is not None, f"sequence {seq.request_id} was scheduled without blocks"
+                slots += (table.slot(p) for p in range(begin, end))
+                tables.append(table.blocks)
+            else:
+                assert seq.kv_row is not None, f"sequence {seq.request_id} was scheduled without a row"
+                rows.append(seq.kv_row)
             ids += seq.token_ids[begin:end]
             positions += range(begin, end)
-            slots += (table.slot(p) for p in range(begin, end))
             starts.append(starts[-1] + end - begin)
             lens.append(end)
-            tables.append(table.blocks)
 
         def as_tensor(xs: list[int]) -> torch.Tensor:
             return torch.tensor(xs, dtype=torch.long, device=self.device)
 
-        return Batch(as_tensor(ids), as_tensor(positions), as_tensor(slots), tables, starts, lens,
+        return Batch(as_tensor(ids), as_tensor(positions), as_tensor(slots), tables, rows, starts, lens,
                      as_tensor([s - 1 for s in starts[1:]]))
 
     def make_step(self, batch: Batch) -> AttentionStep:
-        if isinstance(self.kv, KVPool):
+        if self.paged:
+            assert isinstance(self.kv, KVPool)
             tables = make_block_table_tensor(batch.block_tables, pad=0, device=self.device)
             return PagedStep(self.kv, batch.slot_mapping, tables, batch.query_start_loc, batch.context_lens, self.scale,
                              self.paged_decode_fn)
-        rows = [t[0] for t in batch.block_tables]  # one block per sequence: its row
-        return PaddedStep(self.kv, rows, batch.query_start_loc, batch.context_lens, self.scale)
+        assert isinstance(self.kv, PaddedKVCache)
+        return PaddedStep(self.kv, batch.rows, batch.query_start_loc, batch.context_lens, self.scale)
 
     @torch.inference_mode()
     def run(self, seqs: list[Sequence]) -> list[int]:

@@ -7,6 +7,14 @@ running sequence. A finished sequence frees its blocks at once, so the next
 waiting ones are admitted as earlier ones finish ("waves"). Chapter 05
 replaces this with continuous batching, preemption and cache-aware order.
 
+KV space comes from a :class:`KVSpace`: the paged pool's
+:class:`~minikv.engine.block_manager.BlockManager` or the contiguous
+layout's :class:`~minikv.engine.row_manager.RowManager`. Admission is
+all-or-nothing per sequence, and a sequence moves from ``waiting`` to
+``running`` the moment it holds KV space; the manager itself also tracks it
+from then on, so :meth:`Scheduler.abort_all` gives everything back whatever
+raised (the model, sampling, the prefix cache, an interrupt) and wherever.
+
 In-batch prefix sharing: with a prefix cache on, a waiting sequence that
 shares a not-yet-cached full block with one admitted in the same step waits
 one step, so the shared prefix is computed once (by the first) and then hit
@@ -17,22 +25,45 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from typing import Protocol
 
-from minikv.engine.block_manager import BlockManager
 from minikv.engine.sequence import Sequence
+from minikv.errors import KVCacheFull
+
+
+class KVSpace(Protocol):
+    """What the scheduler asks of a KV manager (blocks of a pool, or rows of a padded cache)."""
+
+    def can_allocate(self, seq: Sequence) -> bool: ...
+
+    def allocate(self, seq: Sequence) -> None:
+        """Give ``seq`` its KV space, all or nothing; sets ``seq.num_computed_tokens`` (its cache hit)."""
+
+    def make_room(self, seq: Sequence) -> None:
+        """Slots for the tokens the next forward writes."""
+
+    def cache_computed(self, seq: Sequence) -> None:
+        """Offer what is computed to the prefix cache (a no-op without one)."""
+
+    def free(self, seq: Sequence, keep: bool = True) -> None: ...
+
+    def free_all(self) -> None:
+        """Free every sequence still holding KV space."""
 
 
 class Scheduler:
-    """Waiting and running lists over one :class:`BlockManager`.
+    """Waiting and running lists over one :class:`KVSpace`.
 
     ``max_num_seqs`` caps the running batch; ``max_num_batched_tokens`` caps
     the new tokens of one prefill (a longer single prompt is still admitted alone).
+    ``block_size`` (with ``share_in_batch``) is the granularity of in-batch sharing.
     """
 
-    def __init__(self, block_manager: BlockManager, eos_ids: set[int], max_model_len: int,
-                 max_num_seqs: int = 256, max_num_batched_tokens: int = 16384, share_in_batch: bool = False) -> None:
-        self.share_in_batch = share_in_batch
-        self.block_manager, self.eos_ids, self.max_model_len = block_manager, eos_ids, max_model_len
+    def __init__(self, kv: KVSpace, eos_ids: set[int], max_model_len: int,
+                 max_num_seqs: int = 256, max_num_batched_tokens: int = 16384, share_in_batch: bool = False,
+                 block_size: int = 1) -> None:
+        self.share_in_batch, self.block_size = share_in_batch, block_size
+        self.kv, self.eos_ids, self.max_model_len = kv, eos_ids, max_model_len
         self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -48,31 +79,36 @@ class Scheduler:
         """The sequences of the next forward and whether it is a prefill (else a decode step)."""
         admitted: list[Sequence] = []
         num_tokens = 0
-        while self.waiting and len(self.running) + len(admitted) < self.max_num_seqs:
+        while self.waiting and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
             new_tokens = len(seq) - seq.num_computed_tokens
             if admitted and num_tokens + new_tokens > self.max_num_batched_tokens:
                 break
-            if not self.block_manager.can_allocate(seq):
+            if not self.kv.can_allocate(seq):
                 break
             if self.share_in_batch and self._shares_uncached_block(seq, admitted):
                 break
-            self.block_manager.allocate(self.waiting.popleft())
+            try:
+                self.kv.allocate(seq)  # all or nothing; from here on the manager tracks it
+            except KVCacheFull:
+                if not self.running:
+                    raise
+                break  # (a partial prefix hit pins one block more than can_allocate counts) wait for room
+            self.running.append(self.waiting.popleft())
             admitted.append(seq)
             num_tokens += new_tokens
         if admitted:
-            self.running += admitted
             batch, is_prefill = admitted, True
         else:
             assert self.running, "a waiting sequence fits no empty pool; check_fits should have refused it"
             batch, is_prefill = list(self.running), False
         for seq in batch:
-            self.block_manager.make_room(seq)
+            self.kv.make_room(seq)
         return batch, is_prefill
 
     def _shares_uncached_block(self, seq: Sequence, admitted: list[Sequence]) -> bool:
         """Whether ``seq`` shares a full block with an admitted sequence beyond that one's cache hit."""
-        bs = self.block_manager.block_size
+        bs = self.block_size
         for other in admitted:
             if other.params.cache_salt != seq.params.cache_salt:
                 continue
@@ -90,18 +126,17 @@ class Scheduler:
         for seq, token in zip(seqs, tokens):
             seq.num_computed_tokens = len(seq)
             if is_prefill and not seq.finished:
-                self.block_manager.cache_computed(seq)
+                self.kv.cache_computed(seq)
             seq.append(token, self.eos_ids, self.max_model_len)
             if seq.finished:
-                self.block_manager.free(seq)
+                self.kv.free(seq)
                 done.append(seq)
         if done:
             self.running = [s for s in self.running if not s.finished]
         return done
 
     def abort_all(self) -> None:
-        """Free the blocks of every unfinished sequence (after an error or an interrupt)."""
-        for seq in self.running:
-            self.block_manager.free(seq, keep=False)
+        """Free the KV space of every unfinished sequence (after an error or an interrupt); empty both lists."""
         self.running.clear()
         self.waiting.clear()
+        self.kv.free_all()

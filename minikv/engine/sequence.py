@@ -18,7 +18,9 @@ class Sequence:
 
     ``num_computed_tokens``: how many of ``token_ids`` already have their K/V in
     the cache (the next forward feeds the rest). ``block_table``: where those
-    K/V live, set while the sequence holds cache memory (``None`` otherwise).
+    K/V live in the paged pool, set while the sequence holds blocks (``None``
+    otherwise). ``kv_row``: its row of the padded contiguous cache instead,
+    set while it holds one.
     """
 
     request_id: int
@@ -32,6 +34,7 @@ class Sequence:
     metrics: RequestMetrics = field(default_factory=RequestMetrics)
     num_computed_tokens: int = 0
     block_table: BlockTable | None = None
+    kv_row: int | None = None
 
     def __post_init__(self) -> None:
         self.metrics.arrival_time = time.perf_counter()

@@ -1,5 +1,11 @@
 """The paged KV pool: one preallocated K and V tensor per layer, cut into blocks.
 
+The pool holds tensors only. Which block belongs to whom is the prefix
+cache's business (:class:`~minikv.prefix.PrefixCache`, ``NoPrefixCache`` when
+caching is off): it is the one ledger of used, evictable and free blocks.
+The pool moves bytes: sequences write their K/V at slots, and
+:meth:`KVPool.copy_block` copies a partly shared block (copy-on-write).
+
 Layout of each layer's cache: ``[num_blocks, block_size, num_kv_heads, head_dim]``.
 
 Why this order:
@@ -24,7 +30,6 @@ from __future__ import annotations
 import torch
 
 from minikv.errors import KVCacheFull
-from minikv.kv.allocator import BlockAllocator
 
 
 def bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
@@ -33,7 +38,7 @@ def bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype: to
 
 
 class KVPool:
-    """Per-layer paged K/V tensors plus the :class:`BlockAllocator` over their blocks.
+    """Per-layer paged K/V tensors, cut into ``num_blocks`` blocks of ``block_size`` token slots.
 
     Give exactly one of ``num_blocks`` or ``memory_bytes``. With a memory
     budget, ``num_blocks = memory_bytes // bytes_per_block`` where
@@ -94,7 +99,6 @@ class KVPool:
             dtype=dtype,
             device=self.device,
         )
-        self.allocator = BlockAllocator(self.num_blocks, block_size=block_size)
 
     @property
     def bytes_per_token(self) -> int:
@@ -122,10 +126,28 @@ class KVPool:
         """V of one layer, a view: # [num_blocks, block_size, num_kv_heads, head_dim]"""
         return self.kv[1, layer]
 
+    def copy_block(self, src: int, dst: int, num_tokens: int) -> None:
+        """Copy K and V of the first ``num_tokens`` slots of block ``src`` into block ``dst``, every layer.
+
+        Copy-on-write of a partly shared block: a token-granular prefix cache
+        hands out a fresh block ``dst`` that must start with ``src``'s first
+        ``num_tokens`` tokens (see :class:`~minikv.prefix.Match`).
+        """
+        self.copy_blocks([(src, dst, num_tokens)])
+
+    def copy_blocks(self, copies: list[tuple[int, int, int]]) -> None:
+        """Several :meth:`copy_block` s, each ``(src, dst, num_tokens)``, in order."""
+        for src, dst, num_tokens in copies:
+            for b in (src, dst):
+                if not 0 <= b < self.num_blocks:
+                    raise IndexError(f"block {b} is outside the pool's blocks 0..{self.num_blocks - 1}")
+            if not 0 <= num_tokens <= self.block_size:
+                raise ValueError(f"num_tokens must be in 0..{self.block_size} (one block), got {num_tokens}")
+            self.kv[:, :, dst, :num_tokens] = self.kv[:, :, src, :num_tokens]
+
     def __repr__(self) -> str:
         return (
             f"KVPool(layers={self.num_layers}, kv_heads={self.num_kv_heads}, "
             f"head_dim={self.head_dim}, block_size={self.block_size}, "
-            f"num_blocks={self.num_blocks}, dtype={self.dtype}, device={self.device}, "
-            f"free_blocks={self.allocator.num_free})"
+            f"num_blocks={self.num_blocks}, dtype={self.dtype}, device={self.device})"
         )

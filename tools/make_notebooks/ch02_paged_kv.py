@@ -582,7 +582,11 @@ CELLS = [
 
     What does the engine's pool look like while it serves that batch? The hook lets us look: a spy
     passed as `paged_decode_attention` records the block tables and context lengths it is handed in
-    layer 0 at every decode step, then calls minikv's reference to do the real work.
+    layer 0 at every decode step, and which blocks the engine's sequences hold
+    (`spy_llm.block_manager.held_blocks()`, their reserved blocks included), then calls minikv's
+    reference to do the real work. The pool itself only holds tensors: who owns which block is
+    written in one ledger, `spy_llm.cache` (here `NoPrefixCache`, since this engine caches no
+    prefix), and `spy_llm.cache_stats()` counts its used and free blocks.
     """),
     code(r"""
     seen, names = [], {}                                   # what the spy saw at each decode step; P0, P1, ... by first block
@@ -595,7 +599,9 @@ CELLS = [
             for row, n in zip(block_tables.tolist(), lens):
                 name = names.setdefault(row[0], f"P{len(names)}")     # a sequence keeps its first block: name it by that
                 tables[name] = (row[: -(-n // pool.block_size)], n)   # the blocks holding its tokens (the row is padded)
-            seen.append((tables, {b for b in range(pool.num_blocks) if pool.allocator.is_allocated(b)}))
+            held = spy_llm.block_manager.held_blocks()                 # every block the sequences hold, reserved ones too
+            assert len(held) == spy_llm.cache_stats().num_used            # the pool's one ledger agrees
+            seen.append((tables, held))
         return paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
 
     spy_llm = LLM("smollm2-135m", dtype=torch.float32, paged_decode_attention=spy)
