@@ -26,6 +26,12 @@ from minikv.kv import KVPool, make_block_table_tensor
 HEADS = [(4, 4), (8, 2), (5, 1), (14, 2)]
 
 
+@pytest.fixture
+def share_any(monkeypatch):
+    """Engage cascade on any shared full block (by default it waits until it spares 512 token reads)."""
+    monkeypatch.setattr(cascade, "MIN_SAVED_TOKENS", 0)
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -89,7 +95,7 @@ def run_step(pool, bt, lens, slots, q, k, v, use: bool):
     ([(4, 37)], 0),  # a partial last block: only its full blocks are shared
     ([(3, 40), (2, 17)], 2),  # two groups with different prefixes, plus two sequences of their own
 ])
-def test_cascade_matches_paged_reference(block_size: int, hq: int, hkv: int, groups, loners) -> None:
+def test_cascade_matches_paged_reference(share_any, block_size: int, hq: int, hkv: int, groups, loners) -> None:
     d = 80 if hq == 14 else 16
     pool, bt, lens, slots, q, k, v, expected = decode_case(block_size, hq, hkv, d, groups, loners, seed=hq + block_size)
     _, want_plain = run_step(pool, bt, lens, slots, q, k, v, use=False)
@@ -101,7 +107,7 @@ def test_cascade_matches_paged_reference(block_size: int, hq: int, hkv: int, gro
 
 
 @pytest.mark.parametrize("block_size", [1, 16])
-def test_consecutive_shared_blocks_are_read_as_a_view(block_size: int) -> None:
+def test_consecutive_shared_blocks_are_read_as_a_view(share_any, block_size: int) -> None:
     pool, bt, lens, slots, q, k, v, expected = decode_case(block_size, 8, 2, 80, [(6, 64)], 1, seed=3,
                                                            consecutive=True)
     step, out = run_step(pool, bt, lens, slots, q, k, v, use=True)
@@ -127,7 +133,18 @@ def test_shared_part_is_capped_at_each_sequence_full_blocks() -> None:
     assert find_shared_prefixes([[3, 1], [3, 1]], [32, 32], 16, min_blocks=3) == []
 
 
-def test_whole_context_shared_still_matches() -> None:
+def test_cascade_waits_until_it_pays() -> None:
+    """By default a group must spare >= MIN_SAVED_TOKENS token reads: 8 x 64 shared tokens do, 2 x 64 do not."""
+    assert cascade.MIN_SAVED_TOKENS == 512
+    tables = torch.tensor([[0, 1, 2, 3, 10 + b] for b in range(9)])
+    assert CascadePlan.build(tables[:2], [70, 70], 16) is None  # spares 64
+    assert CascadePlan.build(tables[:8], [70] * 8, 16) is None  # spares 448
+    plan = CascadePlan.build(tables, [70] * 9, 16)  # spares 512
+    assert plan is not None and plan.groups == [SharedGroup(tuple(range(9)), (0, 1, 2, 3))]
+    assert CascadePlan.build(tables[:2], [70, 70], 16, min_saved_tokens=64) is not None
+
+
+def test_whole_context_shared_still_matches(share_any) -> None:
     """Every sequence's context is exactly the shared blocks (no own tokens): the merge keeps the shared part."""
     gen = torch.Generator().manual_seed(1)
     pool = KVPool(1, 2, 16, 4, num_blocks=6)
@@ -157,7 +174,7 @@ def test_partial_attention_and_merge() -> None:
     torch.testing.assert_close(merge_partials(o_a, l_a, o_n, l_n), o_a)
 
 
-def test_switches() -> None:
+def test_switches(share_any) -> None:
     """cascade=False, the module switch and a plugged decode_fn each turn it off; the default is on."""
     pool, bt, lens, slots, q, k, v, _ = decode_case(4, 4, 2, 16, [(3, 12)], 0, seed=5)
     args = (pool, slots, bt, list(range(len(lens) + 1)), lens, 0.25)
@@ -201,7 +218,7 @@ def test_tiny_model_tokens_identical_with_cascade_on_and_off(monkeypatch) -> Non
 def test_bench_cascade_runs_on_a_tiny_model(capsys) -> None:
     from minikv.bench import main as bench_main
 
-    assert bench_main(["cascade", "--model", "tiny-llama", "--batch", "3", "--prefix", "64", "--decode-tokens", "3",
+    assert bench_main(["cascade", "--model", "tiny-llama", "--batch", "3", "--prefix", "256", "--decode-tokens", "3",
                        "--repeats", "1", "--block-size", "8"]) == 0
     out = capsys.readouterr().out
     assert "decode ms/step" in out and "identical on/off for 3/3 prompts: yes" in out

@@ -29,7 +29,9 @@ Inference: Memory Bandwidth Efficient Shared Prefix Batch Decoding") and of
 Hydragen (Juravsky et al., 2024, arXiv 2402.05099); the code here is our own,
 in plain PyTorch for the CPU path.
 
-Only *full* blocks with identical ids are shared: the shared part of a group
+It is used when it pays: at least ``MIN_SEQS`` (2) sequences sharing at
+least ``MIN_SHARED_BLOCKS`` (1) full blocks and ``MIN_SAVED_TOKENS`` (512)
+token reads spared. Only *full* blocks with identical ids are shared: the shared part of a group
 is the longest run of leading block ids common to its members, capped at
 each member's ``context_len // block_size``. Sequences are grouped by their
 first block id, so a batch may hold several groups with different prefixes;
@@ -49,7 +51,11 @@ import torch
 
 ENABLED = True  # PagedStep's default when it is not told cascade=True/False
 MIN_SEQS = 2  # a group needs at least this many sequences...
-MIN_SHARED_BLOCKS = 1  # ...sharing at least this many full leading blocks
+MIN_SHARED_BLOCKS = 1  # ...sharing at least this many full leading blocks...
+# ...and must spare at least this many token reads, (members - 1) * shared tokens: below it the extra small
+# ops cost more than the gathers they save (measured on the 2-core CPU, SmolLM2's heads: 8 sequences x 64
+# shared tokens break even, 8 x 256 are ~6x faster, 2 x 64 ~4x slower)
+MIN_SAVED_TOKENS = 512
 
 
 @contextlib.contextmanager
@@ -77,8 +83,11 @@ def find_shared_prefixes(
     block_size: int,
     min_seqs: int = MIN_SEQS,
     min_blocks: int = MIN_SHARED_BLOCKS,
+    min_saved_tokens: int = 0,
 ) -> list[SharedGroup]:
     """Groups of ``>= min_seqs`` sequences whose leading ``>= min_blocks`` *full* blocks have identical ids.
+
+    A group is kept only if ``(members - 1) * shared tokens >= min_saved_tokens``.
 
     Sequences are grouped by their first block id; a group's shared part is
     its members' common leading block ids, capped at each member's full
@@ -98,7 +107,7 @@ def find_shared_prefixes(
         shared = 0
         while shared < limit and all(block_tables[b][shared] == first[shared] for b in members):
             shared += 1
-        if shared >= min_blocks:
+        if shared >= min_blocks and (len(members) - 1) * shared * block_size >= min_saved_tokens:
             groups.append(SharedGroup(tuple(members), tuple(int(x) for x in first[:shared])))
     return groups
 
@@ -142,9 +151,18 @@ class CascadePlan:
 
     @classmethod
     def build(cls, block_tables: torch.Tensor, context_lens: Sequence[int], block_size: int,
-              min_seqs: int = MIN_SEQS, min_blocks: int = MIN_SHARED_BLOCKS) -> CascadePlan | None:
-        """The plan for this step, or ``None`` when no group shares enough to pay."""
-        groups = find_shared_prefixes(block_tables.tolist(), context_lens, block_size, min_seqs, min_blocks)
+              min_seqs: int | None = None, min_blocks: int | None = None,
+              min_saved_tokens: int | None = None) -> CascadePlan | None:
+        """The plan for this step, or ``None`` when no group shares enough to pay.
+
+        Thresholds left ``None`` are read from the module (``MIN_SEQS``, ``MIN_SHARED_BLOCKS``, ``MIN_SAVED_TOKENS``).
+        """
+        groups = find_shared_prefixes(
+            block_tables.tolist(), context_lens, block_size,
+            MIN_SEQS if min_seqs is None else min_seqs,
+            MIN_SHARED_BLOCKS if min_blocks is None else min_blocks,
+            MIN_SAVED_TOKENS if min_saved_tokens is None else min_saved_tokens,
+        )
         return cls(block_tables, context_lens, block_size, groups) if groups else None
 
 

@@ -82,9 +82,9 @@ class PagedStep:
     depend on the layer (gather slots, masks) is computed once here.
     ``decode_fn`` replaces the batched decode path (chapter 02 plugs a learner's
     ``paged_decode_attention`` in here).
-    ``cascade``: on a decode step, use shared-prefix attention when at least
-    ``cascade.MIN_SEQS`` sequences share at least ``cascade.MIN_SHARED_BLOCKS``
-    full leading blocks; ``None`` (default) follows the module switch
+    ``cascade``: on a decode step, use shared-prefix attention when sequences
+    share enough full leading blocks for it to pay (the thresholds of
+    :mod:`minikv.attention.cascade`); ``None`` (default) follows the module switch
     ``minikv.attention.cascade.ENABLED`` (on). A ``decode_fn`` takes precedence.
     """
 
