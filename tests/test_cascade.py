@@ -224,3 +224,11 @@ def test_bench_cascade_runs_on_a_tiny_model(capsys) -> None:
     assert "decode ms/step" in out and "identical on/off for 3/3 prompts: yes" in out
     calls = int(re.search(r"cascade attention ran in (\d+) layer calls", out).group(1))
     assert calls > 0 and calls % 2 == 0  # tiny-llama has 2 layers
+
+
+def test_bench_cascade_refuses_a_batch_without_a_shared_prefix(capsys) -> None:
+    from minikv.bench import main as bench_main
+
+    with pytest.raises(SystemExit):
+        bench_main(["cascade", "--model", "tiny-llama", "--batch", "1"])
+    assert "needs --batch >= 2" in capsys.readouterr().err

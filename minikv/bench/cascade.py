@@ -76,9 +76,10 @@ def attention_alone(cfg, batch: int, prefix: int, own: int, block_size: int, rep
     q = torch.randn(batch, cfg.num_heads, cfg.head_dim, generator=gen).to(device, dtype)
     scale = cfg.head_dim ** -0.5
     slots = gather_slots(tables, max(lens), block_size)
-    valid = (torch.arange(max(lens), device=device)[None, :] < torch.tensor(lens, device=device)[:, None])[:, None, None]
-    plan = cascade.CascadePlan.build(tables, lens, block_size)
-    assert plan is not None
+    positions = torch.arange(max(lens), device=device)
+    valid = (positions[None, :] < torch.tensor(lens, device=device)[:, None])[:, None, None]
+    plan = cascade.CascadePlan.build(tables, lens, block_size, min_saved_tokens=0)  # timed even where it would not pay
+    assert plan is not None, "needs --batch >= 2 and --prefix >= --block-size"
 
     def off():
         for _ in range(10):
@@ -106,6 +107,9 @@ def run(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
+    if args.batch < 2 or args.prefix < args.block_size:
+        ap.error(f"a shared prefix needs --batch >= 2 and --prefix >= --block-size ({args.block_size}), "
+                 f"got --batch {args.batch} --prefix {args.prefix}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -152,7 +156,8 @@ def run(argv: list[str]) -> int:
     print_table(
         ["metric", "cascade off", "cascade on", "off / on"],
         [
-            ["decode ms/step", f"{step[False] * 1e3:.1f}", f"{step[True] * 1e3:.1f}", f"{step[False] / step[True]:.2f}x"],
+            ["decode ms/step", f"{step[False] * 1e3:.1f}", f"{step[True] * 1e3:.1f}",
+             f"{step[False] / step[True]:.2f}x"],
             ["decode tokens/s", f"{b / step[False]:,.1f}", f"{b / step[True]:,.1f}", ""],
             ["prefill + 1 token (ms)", f"{prefill[False] * 1e3:.0f}", f"{prefill[True] * 1e3:.0f}", ""],
             [f"attention alone ms/step ({layers} layers)", f"{att_off * layers * 1e3:.1f}",
