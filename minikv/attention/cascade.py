@@ -31,9 +31,9 @@ in plain PyTorch for the CPU path.
 
 It is used when it pays: at least ``MIN_SEQS`` (2) sequences sharing at
 least ``MIN_SHARED_BLOCKS`` (1) full blocks and ``MIN_SAVED_TOKENS`` (512)
-token reads spared. Only *full* blocks with identical ids are shared: the shared part of a group
-is the longest run of leading block ids common to its members, capped at
-each member's ``context_len // block_size``. Sequences are grouped by their
+token reads spared. Only *full* blocks with identical ids are shared: the
+shared part of a group is the longest run of leading block ids common to its
+members, capped at each member's ``context_len // block_size``. Sequences are grouped by their
 first block id, so a batch may hold several groups with different prefixes;
 a sequence in no group attends all its blocks in part 2.
 
