@@ -9,7 +9,10 @@ computes, faster:
 
 - decode steps (one new token per sequence): one gather of every sequence's
   blocks into ``[batch, Hkv, max_len, D]``, then one fused SDPA call with a
-  length mask (:func:`paged_decode_sdpa`);
+  length mask (:func:`paged_decode_sdpa`); or, when sequences share leading
+  blocks (a prefix-cache hit), shared-prefix attention that reads and
+  attends the shared blocks once for all of them
+  (:func:`~minikv.attention.cascade.cascade_decode`);
 - prefill of a sequence whose whole context is new: causal SDPA straight on
   the new k/v, no gather;
 - prefill after a cached prefix: gather that sequence's blocks, SDPA with a
@@ -27,6 +30,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from minikv.attention import cascade as cascade_mod
 from minikv.attention.reference import causal_attention
 from minikv.kv.pool import KVPool
 
@@ -78,6 +82,10 @@ class PagedStep:
     depend on the layer (gather slots, masks) is computed once here.
     ``decode_fn`` replaces the batched decode path (chapter 02 plugs a learner's
     ``paged_decode_attention`` in here).
+    ``cascade``: on a decode step, use shared-prefix attention when sequences
+    share enough full leading blocks for it to pay (the thresholds of
+    :mod:`minikv.attention.cascade`); ``None`` (default) follows the module switch
+    ``minikv.attention.cascade.ENABLED`` (on). A ``decode_fn`` takes precedence.
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class PagedStep:
         context_lens: list[int],  # B
         scale: float,
         decode_fn: PagedDecodeFn | None = None,
+        cascade: bool | None = None,
     ) -> None:
         self.pool, self.scale, self.decode_fn = pool, scale, decode_fn
         self.slot_mapping = slot_mapping
@@ -96,12 +105,17 @@ class PagedStep:
         self.starts = list(query_start_loc)
         self.context_lens = list(context_lens)
         self.is_decode = all(e - s == 1 for s, e in zip(self.starts, self.starts[1:]))
+        self.cascade_plan: cascade_mod.CascadePlan | None = None
         if self.is_decode and self.context_lens:
             max_len = max(self.context_lens)
             device = block_tables.device
-            self.slots = gather_slots(block_tables, max_len, pool.block_size)  # [B, max_len]
+            use_cascade = cascade_mod.ENABLED if cascade is None else cascade
+            if use_cascade and decode_fn is None:  # the shared prefix is found once per step, not per layer
+                self.cascade_plan = cascade_mod.CascadePlan.build(block_tables, self.context_lens, pool.block_size)
             self.lens = lens = torch.tensor(self.context_lens, device=device)
-            self.valid = (torch.arange(max_len, device=device)[None, :] < lens[:, None])[:, None, None, :]
+            if self.cascade_plan is None:
+                self.slots = gather_slots(block_tables, max_len, pool.block_size)  # [B, max_len]
+                self.valid = (torch.arange(max_len, device=device)[None, :] < lens[:, None])[:, None, None, :]
         # prefill after a cached prefix: each such sequence's slots and causal mask, once for all layers
         self.prefix_reads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         if not self.is_decode:
@@ -120,6 +134,8 @@ class PagedStep:
         v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, self.slot_mapping, v.to(v_cache.dtype))
         if self.is_decode and self.decode_fn is not None:
             return self.decode_fn(q, k_cache, v_cache, self.block_tables, self.lens, self.scale)
+        if self.is_decode and self.cascade_plan is not None:
+            return cascade_mod.cascade_decode(q, k_cache, v_cache, self.cascade_plan, self.scale)
         if self.is_decode:
             return paged_decode_sdpa(q, k_cache, v_cache, self.slots, self.valid, self.scale)
         out = torch.empty_like(q)

@@ -11,6 +11,7 @@ CASES = {
     "generate": ("minikv.bench.generate", "prefill and decode tokens/s, minikv vs transformers"),
     "batch": ("minikv.bench.batch", "batched decode tokens/s: paged vs contiguous KV vs transformers"),
     "ttft": ("minikv.bench.ttft", "TTFT of a prefix-cache miss, a hit and the suffix alone, minikv vs transformers"),
+    "cascade": ("minikv.bench.cascade", "decode over a shared prefix: shared-prefix (cascade) attention on vs off"),
     "prefix": ("minikv.bench.prefix", "prefix cache bookkeeping us/token and hit rate vs ideal: hash vs radix"),
     "attention": ("minikv.bench.attention", "GPU: paged decode / prefill attention, Triton vs PyTorch, GB/s and % of peak"),
 }
