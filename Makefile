@@ -7,11 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.minikv-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test test-fast demo grade bench exercises clean-venv help
+.PHONY: setup lab test test-fast test-browser demo grade bench exercises clean-venv help
 
 help:
 	@echo "make lab      open the course (JupyterLab on chapters/)"
 	@echo "make test     run the whole test suite (unit tests, grader, notebooks)"
+	@echo "make test-browser  every chapter in JupyterLab in headless Chromium (installs chromium, playwright)"
 	@echo "make demo     the engine on the embedded SmolLM2 model"
 	@echo "make grade    grade your exercises"
 	@echo "make bench    benchmarks (see docs/benchmarks.md)"
@@ -41,6 +42,21 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
+
+# A real browser: Debian's Chromium (installed here if missing; needs root or sudo) driven by Playwright
+# from PyPI (pinned in constraints.txt; never `playwright install`). Screenshots go to build/browser/.
+CHROMIUM ?= /usr/bin/chromium
+PLAYWRIGHT_STAMP := $(VENV)/.playwright-installed
+
+$(PLAYWRIGHT_STAMP): $(STAMP) constraints.txt
+	$(BIN)/python -m pip install -q -c constraints.txt playwright
+	@touch $(PLAYWRIGHT_STAMP)
+
+test-browser: setup $(PLAYWRIGHT_STAMP)
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else echo "no Chromium at $(CHROMIUM): run sudo apt-get install chromium (or make test-browser CHROMIUM=/path)" >&2; exit 1; fi; fi
+	MINIKV_BROWSER_TEST=1 MINIKV_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:randomly --timeout=1200 tests/browser $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/minikv demo
