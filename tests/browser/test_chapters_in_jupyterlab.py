@@ -78,8 +78,10 @@ def _api(lab: Lab, path: str, method: str = "GET", timeout: float = 10.0) -> obj
 
 
 def _write_settings(settings: Path) -> None:
-    # Render every cell (no windowing: off-screen cells stay in the page), and ask no one for news.
+    # Render every cell (no windowing: off-screen cells stay in the page), never save (the committed
+    # notebooks have no outputs and must keep none), and ask no one for news.
     files = {"notebook-extension/tracker": {"windowingMode": "none"},
+             "docmanager-extension/plugin": {"autosave": False},
              "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}
     for name, values in files.items():
         path = settings / "@jupyterlab" / f"{name}.jupyterlab-settings"
@@ -269,6 +271,7 @@ def test_chapter_runs_and_its_widgets_redraw_in_jupyterlab(lab: Lab, browser, pa
     page_errors: list[str] = []
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
     problems: list[str] = []
+    committed = path.read_bytes()
     try:
         # A workspace of its own, reset: only this notebook open, nothing restored from an earlier chapter.
         page.goto(f"{lab.url}/lab/workspaces/{stem}/tree/{path.name}?reset&token={lab.token}")
@@ -335,4 +338,7 @@ def test_chapter_runs_and_its_widgets_redraw_in_jupyterlab(lab: Lab, browser, pa
         except Exception:  # noqa: BLE001 - the page may be gone; the server's shutdown stops the kernel anyway
             pass
         context.close()
+        if path.read_bytes() != committed:       # JupyterLab saved it: put the committed notebook back
+            path.write_bytes(committed)
+            problems.append(f"{path.name} was saved by JupyterLab during the test (restored; autosave should be off)")
     assert not problems, "\n".join(problems)
