@@ -56,7 +56,7 @@ test-browser: setup $(PLAYWRIGHT_STAMP)
 	@if [ ! -x "$(CHROMIUM)" ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 		else echo "no Chromium at $(CHROMIUM): run sudo apt-get install chromium (or make test-browser CHROMIUM=/path)" >&2; exit 1; fi; fi
-	MINIKV_BROWSER_TEST=1 MINIKV_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:randomly --timeout=1200 tests/browser $(PYTEST_ARGS)
+	MINIKV_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:randomly --timeout=1200 tests/browser/chapters_in_jupyterlab.py $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/minikv demo

@@ -1,7 +1,9 @@
 """Every chapter as a learner meets it: JupyterLab in headless Chromium, Run All, then every widget moved.
 
-``make test-browser`` runs this (Chromium from Debian's packages, Playwright from PyPI, never a browser
-that Playwright downloads). The test starts its own JupyterLab on 127.0.0.1, on a free port, with a
+``make test-browser`` runs this file by name (Chromium from Debian's packages, Playwright from PyPI,
+never a browser that Playwright downloads). It is not called ``test_*.py`` so that ``make test`` and a
+plain ``pytest`` do not collect it: it needs a browser and takes minutes (nothing is skipped: the file
+is simply not part of those runs). The test starts its own JupyterLab on 127.0.0.1, on a free port, with a
 random token and throw-away settings, and stops it (and its kernels) at the end. For each chapter it
 
 1. opens the notebook and clicks Run > Run All Cells, then waits for every cell to run and the kernel
