@@ -39,7 +39,8 @@ def report() -> list[tuple[str, str]]:
         props = torch.cuda.get_device_properties(0)
         device = f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB (CUDA {torch.version.cuda})"
     else:
-        device = f"CPU only: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        threads = torch.get_num_threads()
+        device = f"CPU only: {os.cpu_count()} cores, {threads} torch thread{'s' if threads != 1 else ''}"
     rows = [
         ("minikv", __version__),
         ("python", platform.python_version()),
@@ -52,8 +53,14 @@ def report() -> list[tuple[str, str]]:
         ("model cache", str(cache_dir())),
     ]
     models = cached_models()
-    if not models:
+    # The tests' random tiny-* models (under tiny/) are many and small: one summary row, not one row each.
+    tiny = [size for name, size in models if name.startswith("tiny/")]
+    real = [(name, size) for name, size in models if not name.startswith("tiny/")]
+    if not real:
         rows.append(("cached models", "none yet (the first LLM('smollm2-135m') converts the embedded GGUF)"))
-    for name, size in models:
+    for name, size in real:
         rows.append(("cached model", f"{name} ({size / 2**20:.0f} MiB)"))
+    if tiny:
+        rows.append(("test models", f"and {len(tiny)} tiny random test model{'s' if len(tiny) != 1 else ''} "
+                                    f"({sum(tiny) / 2**20:.1f} MiB in all)"))
     return rows

@@ -47,6 +47,10 @@ CELLS = [
 
     import torch
 
+    # One CPU thread for the whole chapter, as in the others: on a busy machine many threads fight over
+    # few cores and a generation can take several times longer. (On a GPU this setting does not matter.)
+    torch.set_num_threads(1)
+
     try:
         from minikv.doctor import report
         rows = report()

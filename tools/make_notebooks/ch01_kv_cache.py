@@ -341,15 +341,15 @@ CELLS = [
     At its full 8,192-token context, one sequence's cache is 1 GiB, so a batch of 16 such sequences
     already needs as much memory as the weights.
 
-    **Try it.** Move the sliders: how many Llama-2-7B conversations of 4k tokens fit in one 80 GB GPU
-    (ignoring the weights)? And Llama-3-8B? What happens at 128k tokens? Tick the box to see the
-    world without GQA. (The plot ignores each model's maximum context: Llama-2 stops at 4k tokens,
+    **Try it.** Move the sliders: how many Llama-2-7B conversations of 4k tokens fit in one "80 GB"
+    GPU (80 GiB, the dashed line; ignoring the weights)? And Llama-3-8B? What happens at 128k tokens?
+    Tick the box to see the world without GQA. (The plot ignores each model's maximum context: Llama-2 stops at 4k tokens,
     Llama-3 at 8k.)
     """),
     code(r"""
     import ipywidgets as widgets
 
-    GPU_BYTES = 80e9                                  # one 80 GB accelerator, for scale
+    GPU_BYTES = 80 * 2**30                            # an "80 GB" A100 has 80 GiB (81,920 MiB) of memory, for scale
     CONTEXTS = [2**i for i in range(9, 18)]           # 512 ... 131,072 tokens
     BATCHES = [2**i for i in range(0, 9)]             # 1 ... 256 sequences
 
@@ -360,11 +360,13 @@ CELLS = [
         colors = ["tab:red" if t > GPU_BYTES else "tab:blue" for t in totals]
         bars = ax.bar(names, [t / 2**30 for t in totals], color=colors)
         ax.axhline(GPU_BYTES / 2**30, ls="--", color="gray")
-        ax.text(-0.4, GPU_BYTES / 2**30, "one 80 GB GPU (red bars don't fit)", ha="left", va="bottom", color="gray", fontsize=8)
+        # The label sits right of the bars (x in axes units, y in GiB), where no bar can cover it.
+        ax.text(1.01, GPU_BYTES / 2**30, "80 GiB: one\n\"80 GB\" GPU\n(red bars\ndon't fit)", transform=ax.get_yaxis_transform(),
+                ha="left", va="center", color="gray", fontsize=8, clip_on=False)
         for bar, t in zip(bars, totals):
             ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), fmt_bytes(t), ha="center", va="bottom", fontsize=8)
         ax.set_yscale("log")
-        ax.set_ylim(top=max(max(totals), GPU_BYTES) / 2**30 * 8)
+        ax.set_ylim(min(min(totals), GPU_BYTES) / 2**30 / 4, max(max(totals), GPU_BYTES) / 2**30 * 8)   # line inside, with room
         ax.set_ylabel("KV cache, GiB (log scale)")
         ax.set_title(f"{batch} sequence(s) x {context_len:,} tokens, bfloat16"
                      + (", pretending every model used MHA" if pretend_mha else ""))
@@ -374,22 +376,27 @@ CELLS = [
 
     plt.close(draw_kv_memory(4096, 8, True))         # a quick self-test, so an error shows here and not inside the widget
 
-    ctx = widgets.SelectionSlider(options=[(f"{c:,}", c) for c in CONTEXTS], value=4096, description="context")
-    batch = widgets.SelectionSlider(options=BATCHES, value=8, description="batch")
-    mha = widgets.Checkbox(value=False, description="pretend MHA (no GQA)")
-    out = widgets.Output()
+    def kv_memory_explorer():
+        # The controls and the plot they redraw. The callback keeps its own Output (a local name),
+        # so a later cell that reuses a name like `out` cannot take the plot away from it.
+        ctx = widgets.SelectionSlider(options=[(f"{c:,}", c) for c in CONTEXTS], value=4096, description="context")
+        batch = widgets.SelectionSlider(options=BATCHES, value=8, description="batch")
+        mha = widgets.Checkbox(value=False, description="pretend MHA (no GQA)")
+        view = widgets.Output()
 
-    def redraw(_=None):
-        with out:
-            out.clear_output(wait=True)
-            fig = draw_kv_memory(ctx.value, batch.value, mha.value)
-            display(fig)
-            plt.close(fig)
+        def redraw(_=None):
+            with view:
+                view.clear_output(wait=True)
+                fig = draw_kv_memory(ctx.value, batch.value, mha.value)
+                display(fig)
+                plt.close(fig)
 
-    for w in (ctx, batch, mha):
-        w.observe(redraw, names="value")
-    redraw()
-    display(widgets.VBox([widgets.HBox([ctx, batch, mha]), out]))
+        for w in (ctx, batch, mha):
+            w.observe(redraw, names="value")
+        redraw()
+        return widgets.VBox([widgets.HBox([ctx, batch, mha]), view])
+
+    display(kv_memory_explorer())
     """),
     md(r"""
     ## 5 · Your turn: exercises 1.1 – 1.3
@@ -527,7 +534,7 @@ CELLS = [
     * Ainslie et al., *GQA: Training Generalized Multi-Query Transformer Models from Multi-Head Checkpoints* (2023), [arXiv:2305.13245](https://arxiv.org/abs/2305.13245).
     * Kwon et al., *Efficient Memory Management for Large Language Model Serving with PagedAttention* (2023), [arXiv:2309.06180](https://arxiv.org/abs/2309.06180): the memory waste of contiguous caches, and the paged alternative.
     * Zheng et al., *SGLang: Efficient Execution of Structured Language Model Programs* (2023), [arXiv:2312.07104](https://arxiv.org/abs/2312.07104): RadixAttention, reusing the cache across requests.
-    * vLLM documentation, design notes on [paged attention](https://docs.vllm.ai/en/latest/design/paged_attention.html) and [automatic prefix caching](https://docs.vllm.ai/en/latest/design/prefix_caching.html).
+    * vLLM documentation, design notes on [paged attention](https://docs.vllm.ai/en/latest/design/paged_attention/) and [automatic prefix caching](https://docs.vllm.ai/en/latest/design/prefix_caching/).
     * Hugging Face transformers documentation: [Caching](https://huggingface.co/docs/transformers/cache_explanation) (how `past_key_values` works) and [Cache strategies](https://huggingface.co/docs/transformers/kv_cache).
     """),
 ]

@@ -335,21 +335,26 @@ CELLS = [
 
     plt.close(draw_snapshot(len(snaps) // 2))      # a quick self-test, so an error shows here and not inside the widget
 
-    step_slider = widgets.IntSlider(value=0, min=0, max=len(snaps) - 1, description="step")
-    play = widgets.Play(value=0, min=0, max=len(snaps) - 1, interval=700)
-    widgets.jslink((play, "value"), (step_slider, "value"))
-    pool_view = widgets.Output()
+    def pool_player():
+        # The play button, the slider and the pool drawing they redraw. The callback keeps its own
+        # Output (a local name), so a later cell that reuses a name cannot take the drawing away from it.
+        step_slider = widgets.IntSlider(value=0, min=0, max=len(snaps) - 1, description="step")
+        play = widgets.Play(value=0, min=0, max=len(snaps) - 1, interval=700)
+        widgets.jslink((play, "value"), (step_slider, "value"))
+        pool_view = widgets.Output()
 
-    def show_step(_=None):
-        with pool_view:
-            pool_view.clear_output(wait=True)
-            fig = draw_snapshot(step_slider.value)
-            display(fig)
-            plt.close(fig)
+        def show_step(_=None):
+            with pool_view:
+                pool_view.clear_output(wait=True)
+                fig = draw_snapshot(step_slider.value)
+                display(fig)
+                plt.close(fig)
 
-    step_slider.observe(show_step, names="value")
-    show_step()
-    display(widgets.VBox([widgets.HBox([play, step_slider]), pool_view]))
+        step_slider.observe(show_step, names="value")
+        show_step()
+        return widgets.VBox([widgets.HBox([play, step_slider]), pool_view])
+
+    display(pool_player())
     """),
     md(r"""
     As the trace runs, sequences end up with blocks scattered across the pool, and a freed block is
@@ -676,7 +681,7 @@ CELLS = [
 
     * Kwon et al., *Efficient Memory Management for Large Language Model Serving with PagedAttention* (SOSP 2023), [arXiv:2309.06180](https://arxiv.org/abs/2309.06180): the measurements of section 1 (their Figure 2), block tables, copy-on-write, preemption.
     * The vLLM team, [*vLLM: Easy, Fast, and Cheap LLM Serving with PagedAttention*](https://blog.vllm.ai/2023/06/20/vllm.html) (2023): the announcement, with animations of blocks being allocated.
-    * vLLM documentation, [Paged attention](https://docs.vllm.ai/en/latest/design/paged_attention.html): how the CUDA kernel reads the blocks.
+    * vLLM documentation, [Paged attention](https://docs.vllm.ai/en/latest/design/paged_attention/): how the CUDA kernel reads the blocks.
     * Arpaci-Dusseau & Arpaci-Dusseau, *Operating Systems: Three Easy Pieces*, [chapter 18, Paging: Introduction](https://pages.cs.wisc.edu/~remzi/OSTEP/vm-paging.pdf): the OS idea this chapter borrows.
     * FlashInfer documentation, [paged KV cache API](https://docs.flashinfer.ai/api/page.html): the same layout, as a production kernel library sees it.
     * [nano-vllm](https://github.com/GeeeekExplorer/nano-vllm), `nanovllm/engine/block_manager.py`: a complete block manager in a few dozen lines.

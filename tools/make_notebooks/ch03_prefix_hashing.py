@@ -581,7 +581,7 @@ CELLS = [
 
     ## Further reading
 
-    * vLLM documentation, [Automatic Prefix Caching](https://docs.vllm.ai/en/latest/design/prefix_caching.html): the design of this chapter, with the worked example the grader replays.
+    * vLLM documentation, [Automatic Prefix Caching](https://docs.vllm.ai/en/latest/design/prefix_caching/): the design of this chapter, with the worked example the grader replays.
     * Kwon et al., *Efficient Memory Management for Large Language Model Serving with PagedAttention* (2023), [arXiv:2309.06180](https://arxiv.org/abs/2309.06180): blocks, block tables and sharing between sequences.
     * Zheng et al., *SGLang: Efficient Execution of Structured Language Model Programs* (2023), [arXiv:2312.07104](https://arxiv.org/abs/2312.07104): RadixAttention and cache-aware scheduling.
     * nano-vllm's `engine/block_manager.py`: a block manager with chained xxHash and token verification in about a hundred lines.

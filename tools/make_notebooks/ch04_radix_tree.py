@@ -233,19 +233,24 @@ CELLS = [
 
     plt.close(draw_step(len(CHAT)))   # a quick self-test, so an error shows here and not inside the widget
 
-    step = widgets.IntSlider(value=1, min=1, max=len(CHAT), description="request")
-    out = widgets.Output()
+    def tree_slider():
+        # The slider and the drawing it redraws. The callback keeps its own Output (a local name),
+        # so a later cell that reuses a name like `out` cannot take the drawing away from it.
+        step = widgets.IntSlider(value=1, min=1, max=len(CHAT), description="request")
+        view = widgets.Output()
 
-    def redraw(_=None):
-        with out:
-            out.clear_output(wait=True)
-            fig = draw_step(step.value)
-            display(fig)
-            plt.close(fig)
+        def redraw(_=None):
+            with view:
+                view.clear_output(wait=True)
+                fig = draw_step(step.value)
+                display(fig)
+                plt.close(fig)
 
-    step.observe(redraw, names="value")
-    redraw()
-    display(widgets.VBox([step, out]))
+        step.observe(redraw, names="value")
+        redraw()
+        return widgets.VBox([step, view])
+
+    display(tree_slider())
     """),
     code(r"""
     print(f"{'request':16s} {'prompt':>6s} {'cached':>6s}")
@@ -659,9 +664,9 @@ CELLS = [
         print("your tree is not done yet: finish exercises 4.1-4.4; the engine runs minikv's caches only.\n")
 
     print(f"{'request':8s} {'prompt':>6s} " + " ".join(f"{name:>15s}" for name in runs) + "   answer (cached tokens per cache)")
-    for i, (who, out) in enumerate(runs["none"]):
+    for i, (who, result) in enumerate(runs["none"]):
         cached = " ".join(f"{runs[name][i][1].num_cached_tokens:15d}" for name in runs)
-        print(f"user {who:3s} {len(out.prompt_token_ids):6d} {cached}   {out.text[:40]!r}")
+        print(f"user {who:3s} {len(result.prompt_token_ids):6d} {cached}   {result.text[:40]!r}")
     for name in runs:
         assert [o.token_ids for _, o in runs[name]] == [o.token_ids for _, o in runs["none"]], name
     if "your tree" in runs:
@@ -724,7 +729,7 @@ CELLS = [
       SGLang](https://lmsys.org/blog/2024-01-17-sglang/) (January 2024).
     * SGLang's source: [`python/sglang/srt/mem_cache/radix_cache.py`](https://github.com/sgl-project/sglang/blob/main/python/sglang/srt/mem_cache/radix_cache.py)
       (the tree) and `python/sglang/srt/managers/schedule_policy.py` (cache-aware scheduling).
-    * vLLM's design note on [automatic prefix caching](https://docs.vllm.ai/en/latest/design/prefix_caching.html):
+    * vLLM's design note on [automatic prefix caching](https://docs.vllm.ai/en/latest/design/prefix_caching/):
       the block-hash alternative of chapter 03.
     * D. R. Morrison, *PATRICIA: Practical Algorithm To Retrieve Information Coded in Alphanumeric*,
       Journal of the ACM 15(4), 1968: the radix tree itself.
