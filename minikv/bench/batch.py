@@ -44,6 +44,8 @@ def run(argv: list[str]) -> int:
     ap.add_argument("--kv-cache-memory", type=float, default=None,
                     help="KV-cache budget in MiB, the same for both layouts (default: LLM's default)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--attention", default="auto", choices=["auto", "torch", "triton"],
+                    help="minikv's paged attention kernels (auto: Triton on CUDA, torch on CPU)")
     args = ap.parse_args(argv)
 
     from transformers import AutoModelForCausalLM
@@ -51,7 +53,8 @@ def run(argv: list[str]) -> int:
     from minikv import LLM, SamplingParams
 
     memory = None if args.kv_cache_memory is None else int(args.kv_cache_memory * MiB)
-    paged = LLM(args.model, device=args.device, kv_layout="paged", block_size=args.block_size, kv_cache_memory=memory)
+    paged = LLM(args.model, device=args.device, kv_layout="paged", block_size=args.block_size, kv_cache_memory=memory,
+                attention=args.attention)
     contiguous = LLM(args.model, device=args.device, kv_layout="contiguous", kv_cache_memory=memory)
     hf = AutoModelForCausalLM.from_pretrained(paged.path, dtype=paged.dtype).to(paged.device).eval()
     tok = paged.tokenizer
@@ -95,7 +98,7 @@ def run(argv: list[str]) -> int:
     rows = min(b, contiguous.kv_cache_memory // (longest * contiguous.kv_bytes_per_token))
     pool = paged.kv_pool
     need = sum(-(-(p + n + 1) // pool.block_size) for p in lengths)
-    print(f"model {args.model}  batch {b}, prompts {min(lengths)}..{max(lengths)} tokens, decode {n} tokens each, "
+    print(f"model {args.model}  paged attention {paged.attention}  batch {b}, prompts {min(lengths)}..{max(lengths)} tokens, decode {n} tokens each, "
           f"block size {args.block_size}, best of {r}  ({machine_line()})")
     print(f"KV budget {contiguous.kv_cache_memory / MiB:,.0f} MiB each: paged {pool.num_blocks} blocks, the batch "
           f"needs {need}{'' if need <= pool.num_blocks else ' (runs in waves)'}; contiguous {rows} rows of "

@@ -22,13 +22,15 @@ def run(argv: list[str]) -> int:
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--attention", default="auto", choices=["auto", "torch", "triton"],
+                    help="minikv's paged attention kernels (auto: Triton on CUDA, torch on CPU)")
     args = ap.parse_args(argv)
 
     from transformers import AutoModelForCausalLM
 
     from minikv import LLM, SamplingParams
 
-    llm = LLM(args.model, device=args.device)
+    llm = LLM(args.model, device=args.device, attention=args.attention)
     hf = AutoModelForCausalLM.from_pretrained(llm.path, dtype=llm.dtype).to(llm.device).eval()
     long_ids = prompt_ids(llm.tokenizer, args.prompt_tokens)
     short_ids = prompt_ids(llm.tokenizer, 32)
@@ -53,7 +55,7 @@ def run(argv: list[str]) -> int:
     dec_h = (best_of(hf_gen(short_ids, n + 1), r) - best_of(hf_gen(short_ids, 1), r)) / n
 
     p = len(long_ids)
-    print(f"model {args.model}  prompt {p} tokens, decode {n} tokens at batch 1, best of {r}  ({machine_line()})")
+    print(f"model {args.model}  attention {llm.attention}  prompt {p} tokens, decode {n} tokens at batch 1, best of {r}  ({machine_line()})")
     print_table(
         ["metric", "minikv", "transformers", "minikv / transformers"],
         [

@@ -35,12 +35,15 @@ def run(argv: list[str]) -> int:
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--stream", type=int, default=16, help="requests in the hit-rate stream")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--attention", default="auto", choices=["auto", "torch", "triton"],
+                    help="minikv's paged attention kernels (auto: Triton on CUDA, torch on CPU)")
     ap.add_argument("--no-transformers", action="store_true", help="skip the transformers columns")
     args = ap.parse_args(argv)
 
     from minikv import LLM, SamplingParams
 
-    llm = LLM(args.model, prefix_cache=args.cache, block_size=args.block_size, device=args.device)
+    llm = LLM(args.model, prefix_cache=args.cache, block_size=args.block_size, device=args.device,
+              attention=args.attention)
     prefix = prompt_ids(llm.tokenizer, args.prefix_tokens)
     counter = iter(range(10**6))
 
@@ -99,7 +102,7 @@ def run(argv: list[str]) -> int:
         if hf_best:
             row += [f"{hf_best[k] * 1e3:.1f}", f"{best[k] / hf_best[k]:.2f}x"]
         rows.append(row)
-    print(f"model {args.model}, prefix_cache={args.cache}, block size {args.block_size}, best of {args.repeats} "
+    print(f"model {args.model}, attention {llm.attention}, prefix_cache={args.cache}, block size {args.block_size}, best of {args.repeats} "
           f"({machine_line()})")
     print_table(headers, rows)
     print(f"hit / suffix alone: {best['hit'] / best['suffix']:.2f}x   miss / hit: {best['miss'] / best['hit']:.1f}x   "

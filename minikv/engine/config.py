@@ -15,8 +15,10 @@ prefix cache's size against the pool (``LLM._make_prefix_cache``, through
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
+import sys
 from dataclasses import dataclass
 from inspect import getattr_static
 from typing import TYPE_CHECKING, Any, Callable
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 PREFIX_CACHES = tuple(PREFIX_CACHE_KINDS)  # "none", "hash", "radix"
 KV_LAYOUTS = ("paged", "contiguous")
+ATTENTION_BACKENDS = ("auto", "torch", "triton")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 """The dtypes the model and KV cache can run in, by name (``torch.float32`` etc. are accepted too)."""
 CACHE_ATTRIBUTES = ("num_blocks", "block_size")
@@ -103,6 +106,13 @@ class EngineConfig:
     paged_decode_attention: PagedDecodeFn | None = None
     """Chapter 02: your batched paged decode attention (paged layout). Default: the engine's."""
 
+    attention: str = "auto"
+    """The paged layout's attention kernels: ``"torch"`` (SDPA over a gather through the block tables,
+    plus shared-prefix attention on decode), ``"triton"`` (minikv's Triton kernels, reading K/V in place
+    through the block tables) or ``"auto"`` (default: Triton on CUDA when it is installed, else torch).
+    ``"triton"`` on the CPU runs Triton's interpreter (slow: for tests and chapter 06) in float32 only.
+    Resolved to ``"torch"`` or ``"triton"``."""
+
     def __post_init__(self) -> None:
         self.kv_layout = self._check_kv_layout()
         self.block_size = check_int("block_size", self.block_size, 1, expected="a positive int",
@@ -126,6 +136,7 @@ class EngineConfig:
         if self.prefix_cache != "none" and self.kv_layout != "paged":
             raise InvalidRequestError("prefix caching needs the paged KV layout; drop kv_layout='contiguous' "
                                       "and the chapter 01 plug-ins, or use prefix_cache='none'")
+        self.attention = check_attention(self.attention, self.kv_layout, self.device, self.dtype)
 
     @property
     def plugged(self) -> bool:
@@ -160,6 +171,39 @@ class EngineConfig:
                 "paged_decode_attention plugs into the paged layout; drop kv_layout='contiguous' or the plug-in"
             )
         return layout
+
+
+def check_attention(attention: Any, kv_layout: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``"auto"`` resolved, and ``"triton"`` checked: installed, paged layout, and fp32 under the interpreter.
+
+    On the CPU, ``"triton"`` needs Triton's interpreter: when minikv's kernels are not imported yet,
+    this sets ``TRITON_INTERPRET=1`` (Triton reads it when a kernel is defined); if they were already
+    defined for a GPU, the process must be restarted with the variable set.
+    """
+    if not isinstance(attention, str) or attention not in ATTENTION_BACKENDS:
+        raise InvalidRequestError(f"attention={attention!r} is unknown; choose from {ATTENTION_BACKENDS}")
+    has_triton = importlib.util.find_spec("triton") is not None
+    if attention == "auto":
+        return "triton" if (device.type == "cuda" and has_triton and kv_layout == "paged") else "torch"
+    if attention == "torch":
+        return attention
+    if not has_triton:
+        raise InvalidRequestError("attention='triton' needs Triton, which is not installed: pip install triton "
+                                  "(Linux wheels), or use attention='torch'")
+    if kv_layout != "paged":
+        raise InvalidRequestError("attention='triton' runs on the paged KV layout; drop kv_layout='contiguous' "
+                                  "and the chapter 01 plug-ins, or use attention='torch'")
+    if device.type == "cpu":
+        if dtype != torch.float32:
+            raise InvalidRequestError(f"attention='triton' on the CPU runs Triton's interpreter, whose {dtype} "
+                                      "arithmetic is wrong; use dtype='float32' (or attention='torch')")
+        if os.environ.get("TRITON_INTERPRET", "0").lower() not in ("1", "true", "yes", "on"):
+            if "minikv.attention.triton_decode" in sys.modules:
+                raise InvalidRequestError(
+                    "attention='triton' on the CPU needs Triton's interpreter, but minikv's kernels were already "
+                    "compiled for a GPU in this process; restart it with TRITON_INTERPRET=1 set, or use device='cuda'")
+            os.environ["TRITON_INTERPRET"] = "1"
+    return attention
 
 
 def default_device() -> torch.device:

@@ -80,6 +80,9 @@ class LLM:
     ``paged_decode_attention``: your batched paged decode attention (chapter
     02, the signature of :func:`minikv.attention.torch_ref.paged_decode_attention`)
     in place of the engine's, on the paged layout.
+    ``attention``: the paged layout's kernels, ``"torch"``, ``"triton"`` (in
+    place through the block tables; on the CPU, Triton's interpreter: slow) or
+    ``"auto"`` (Triton on CUDA, torch on the CPU); ``llm.attention`` says which.
 
     Every option is checked by :class:`~minikv.engine.config.EngineConfig` (its
     field docs give each one's meaning and default) before the model loads:
@@ -105,17 +108,19 @@ class LLM:
         kv_cache_cls: type | None = None,
         decode_attention: DecodeFn | None = None,
         paged_decode_attention: PagedDecodeFn | None = None,
+        attention: Literal["auto", "torch", "triton"] = "auto",
     ) -> None:
         econf = EngineConfig(  # every option is checked here, before the model loads
             model=model, prefix_cache=prefix_cache, prefix_cache_options=prefix_cache_options, device=device,
             dtype=dtype, seed=seed, max_model_len=max_model_len, kv_layout=kv_layout, block_size=block_size,
             num_blocks=num_blocks, kv_cache_memory=kv_cache_memory, kv_cache_cls=kv_cache_cls,
-            decode_attention=decode_attention, paged_decode_attention=paged_decode_attention)
+            decode_attention=decode_attention, paged_decode_attention=paged_decode_attention, attention=attention)
         self.engine_config = econf
         kv_layout, block_size, num_blocks, kv_cache_memory = (econf.kv_layout, econf.block_size, econf.num_blocks,
                                                               econf.kv_cache_memory)
         prefix_cache_options, plugged = econf.prefix_cache_options, econf.plugged
         self.paged_decode_attention = paged_decode_attention
+        self.attention: str = econf.attention  # "torch" or "triton", "auto" resolved
 
         self.device: torch.device = econf.device
         self.dtype: torch.dtype = econf.dtype
@@ -275,7 +280,8 @@ class LLM:
         kv, manager = self._kv_for(seqs)
         scheduler = Scheduler(manager, self.eos_ids, self.max_model_len, block_size=self.block_size,
                               share_in_batch=not isinstance(self.cache, NoPrefixCache))
-        runner = ModelRunner(self.model, kv, self.scale, self.device, self.paged_decode_attention)
+        runner = ModelRunner(self.model, kv, self.scale, self.device, self.paged_decode_attention,
+                             attention=self.attention)
         for seq in seqs:
             scheduler.add(seq)
         try:

@@ -40,12 +40,19 @@ class ModelRunner:
     """Runs ``model`` over batches whose K/V live in ``kv``: a paged :class:`KVPool` or a :class:`PaddedKVCache`.
 
     ``paged_decode_fn``: a replacement for the paged decode attention (see :class:`PagedStep`).
+    ``attention``: the paged layout's kernels, ``"torch"`` (:class:`PagedStep`) or ``"triton"``
+    (:class:`~minikv.attention.triton_backend.TritonPagedStep`, same inputs).
     """
 
     def __init__(self, model: CausalLM, kv: KVPool | PaddedKVCache, scale: float, device: torch.device,
-                 paged_decode_fn: PagedDecodeFn | None = None) -> None:
+                 paged_decode_fn: PagedDecodeFn | None = None, attention: str = "torch") -> None:
         self.model, self.kv, self.scale, self.device = model, kv, scale, device
         self.paged_decode_fn = paged_decode_fn
+        self.step_cls: type = PagedStep
+        if attention == "triton":
+            from minikv.attention.triton_backend import TritonPagedStep  # imports triton: only when asked for
+
+            self.step_cls = TritonPagedStep
         self.paged = isinstance(kv, KVPool)
 
     def prepare(self, seqs: list[Sequence]) -> Batch:
@@ -80,8 +87,8 @@ class ModelRunner:
         if self.paged:
             assert isinstance(self.kv, KVPool)
             tables = make_block_table_tensor(batch.block_tables, pad=0, device=self.device)
-            return PagedStep(self.kv, batch.slot_mapping, tables, batch.query_start_loc, batch.context_lens, self.scale,
-                             self.paged_decode_fn)
+            return self.step_cls(self.kv, batch.slot_mapping, tables, batch.query_start_loc, batch.context_lens,
+                                 self.scale, self.paged_decode_fn)
         assert isinstance(self.kv, PaddedKVCache)
         return PaddedStep(self.kv, batch.rows, batch.query_start_loc, batch.context_lens, self.scale)
 
