@@ -226,3 +226,30 @@ def test_a_partial_hit_that_pins_one_block_more_still_gets_admitted(together: bo
     got = llm.generate(prompts, params) if together else [llm.generate(p, params)[0] for p in prompts]
     assert [o.token_ids for o in got] == want
     assert_nothing_allocated(llm)
+
+
+def test_a_partial_hit_that_does_not_fit_yet_waits_for_the_running_ones(monkeypatch) -> None:
+    """Same pin, with another sequence running: the scheduler keeps the new one waiting instead of failing."""
+    llm = LLM(NAME, device="cpu", prefix_cache="radix", prefix_cache_options={"page_size": 1}, block_size=2,
+              num_blocks=5)
+    params = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+    llm.generate({"prompt_token_ids": [1]}, params)  # caches a block holding token 1 (a partial page)
+    prompts = [{"prompt_token_ids": [5, 5, 5]}, {"prompt_token_ids": [1, 1]}]
+    params = [params, SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)]
+    waits = []
+    real = BlockManager.allocate
+
+    def spy(self, seq):
+        try:
+            real(self, seq)
+        except Exception as e:
+            waits.append((seq.prompt_token_ids, type(e).__name__, sorted(self.holders)))
+            raise
+
+    monkeypatch.setattr(BlockManager, "allocate", spy)
+    got = llm.generate(prompts, params)
+    assert waits == [([1, 1], "KVCacheFull", [got[0].request_id])], "the 2nd prompt should have waited once"
+    want = LLM(NAME, device="cpu", block_size=2, num_blocks=5).generate(prompts, params)
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    assert got[1].num_cached_tokens == 1
+    assert_nothing_allocated(llm)
