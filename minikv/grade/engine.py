@@ -51,7 +51,7 @@ class Workload:
 
         calls = {name: 0 for name, fn in plug.items() if inspect.isfunction(fn)}
         plug = {name: _counted(fn, calls, name) if name in calls else fn for name, fn in plug.items()}
-        llm = LLM("tiny-llama", device="cpu", **self.options, **plug)
+        llm = LLM("tiny-llama", **{"device": "cpu", **self.options}, **plug)
         params = SamplingParams(max_tokens=self.max_tokens, temperature=0.0, ignore_eos=self.ignore_eos)
         runs: Runs = []
         for prompts in self.rounds:

@@ -39,7 +39,8 @@ class Exercise:
     """An exercise: ``id`` "N.M", its ``title`` (as in the solution's docstring tag), the
     ``module`` stem of ``solutions/`` and ``exercises/`` files, the ``attrs`` the learner
     writes there (``attrs[0]`` is what ``check(id, obj)`` replaces), a ``hint`` shown on
-    failure, and whether it ``needs_gpu``. Compute slow reference outputs in a function
+    failure, whether it ``needs_gpu``, and the ``needs_packages`` it imports (graded SKIP
+    with how to install them when one is missing, e.g. Triton, which has Linux wheels only). Compute slow reference outputs in a function
     decorated with :func:`minikv.grade.memo.shared` so they are computed once per session."""
 
     id: str
@@ -48,6 +49,7 @@ class Exercise:
     attrs: tuple[str, ...]
     hint: str
     needs_gpu: bool = False
+    needs_packages: tuple[str, ...] = ()
     checks: list[Check] = field(default_factory=list)
 
     @property

@@ -9,6 +9,8 @@ so a timeout still says which check was running.
 
 from __future__ import annotations
 
+import importlib.util
+
 import contextlib
 import ctypes
 import faulthandler
@@ -312,6 +314,10 @@ def run_exercise(exercise: Exercise, source: Source, timeout: float = DEFAULT_TI
                 source=source.display)
     if exercise.needs_gpu and not _gpu_available():
         return Result(status=SKIP, passed=0, message="needs a CUDA GPU; none found here", **base)
+    missing = [p for p in exercise.needs_packages if importlib.util.find_spec(p) is None]
+    if missing:
+        return Result(status=SKIP, passed=0, message=f"needs {', '.join(missing)}, which is not installed here: "
+                      f"pip install {' '.join(missing)} (Triton has Linux wheels only)", **base)
     start = time.monotonic()
     raw, problem = _run_isolated(exercise, source, timeout, stdout_to_stderr)
     checks = [c if c is not None else CheckResult(exercise.checks[i].name, SKIP, "not run")

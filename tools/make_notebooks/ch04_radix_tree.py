@@ -733,7 +733,7 @@ CELLS = [
       the block-hash alternative of chapter 03.
     * D. R. Morrison, *PATRICIA: Practical Algorithm To Retrieve Information Coded in Alphanumeric*,
       Journal of the ACM 15(4), 1968: the radix tree itself.
-    * minikv's `minikv/prefix/radix.py`: the engine's radix cache, with pages, copy-on-write of a
+    * minikv's `minikv/prefix/radix/` package: the engine's radix cache, with pages, copy-on-write of a
       partial block, salts, and LRU/LFU policies.
     """),
 ]

@@ -23,7 +23,7 @@ if not torch.cuda.is_available():
 
 from minikv.attention import torch_ref  # noqa: E402
 from minikv.grade.compare import CheckFailed, describe_exception, expect_tensor, one_line  # noqa: E402
-from minikv.grade.memo import shared  # noqa: E402
+from minikv.grade.engine import Plug, Workload, engine_check  # noqa: E402
 from minikv.grade.registry import Exercise, register  # noqa: E402
 from minikv.grade.runner import Learner  # noqa: E402
 
@@ -89,7 +89,7 @@ class Case:
 # ---- 6.1 block-table gather -------------------------------------------------------------------
 
 ex61 = register(Exercise(
-    "6.1", "block-table gather", MODULE, ("gather_kv_kernel",),
+    "6.1", "block-table gather", MODULE, ("gather_kv_kernel",), needs_packages=("triton",),
     hint="pos = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T); block = tl.load(block_table_ptr + pos // BLOCK_SIZE, "
          "mask=pos < length); address = block * stride_cb + (pos % BLOCK_SIZE) * stride_co + head * stride_ch + d; "
          "one mask (pos < length) & (d < HEAD_DIM) for the load and the store",
@@ -163,7 +163,7 @@ def _random_gather(learner: Learner) -> None:
 # ---- 6.2 online-softmax decode ----------------------------------------------------------------
 
 ex62 = register(Exercise(
-    "6.2", "online-softmax decode", MODULE, ("decode_kernel",),
+    "6.2", "online-softmax decode", MODULE, ("decode_kernel",), needs_packages=("triton",),
     hint="per tile: m_new = max(m, rowmax(s)); alpha = exp(m - m_new); p = exp(s - m_new); l = l * alpha + sum(p); "
          "acc = acc * alpha + p @ v; m = m_new; scores at positions >= context_len are -inf; out = acc / l",
 ))
@@ -275,50 +275,26 @@ def _random_decode(learner: Learner) -> None:
         _expect_decode(learner, Case(lens, bs, kv, [8, 16, 32, 20][seed], seed=200 + seed), group=[1, 3, 4, 6][seed])
 
 
-def engine_tokens(decode: Callable[..., torch.Tensor] | None) -> tuple[list[list[int]], int]:
-    """Greedy tokens of ``LLM("tiny-llama")`` (fp32, paged, blocks of 4) for PROMPTS, and how often ``decode`` ran."""
-    from minikv import LLM, SamplingParams
-
-    calls = [0]
-    plug: dict[str, Any] = {}
-    if decode is not None:
-        def counted(*args: Any) -> torch.Tensor:
-            calls[0] += 1
-            return decode(*args)
-
-        plug["paged_decode_attention"] = counted
-    llm = LLM("tiny-llama", device=DEVICE, dtype=torch.float32, block_size=ENGINE_BLOCK_SIZE, **plug)
-    outputs = llm.generate(list(PROMPTS), SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True))
-    return [list(o.token_ids) for o in outputs], calls[0]
+WORKLOAD = Workload("ch06", rounds=(PROMPTS,), max_tokens=MAX_TOKENS, ignore_eos=True,
+                    options={"device": DEVICE, "dtype": torch.float32, "block_size": ENGINE_BLOCK_SIZE},
+                    about=f"batched, blocks of {ENGINE_BLOCK_SIZE}")
 
 
-@shared
-def reference_tokens() -> tuple[tuple[int, ...], ...]:
-    """The engine's own paged attention (computed once per grading session)."""
-    return tuple(tuple(t) for t in engine_tokens(None)[0])
-
-
-@ex62.check("serves LLM('tiny-llama') like minikv's paged attention", final=True)
-def _engine(learner: Learner) -> str:
+@engine_check(ex62, "serves LLM('tiny-llama') like minikv's paged attention", WORKLOAD, {})
+def _engine(learner: Learner) -> Plug:
     kernel = learner.get("decode_kernel")
-    got, calls = engine_tokens(lambda *args: launch_decode(kernel, *args))
-    want = reference_tokens()
-    if not calls:
-        raise AssertionError("the engine never called the plugged-in decode attention")
-    for p, (g, w) in enumerate(zip(got, want)):
-        if list(g) != list(w):
-            same = next((i for i, (a, b) in enumerate(zip(g, w)) if a != b), min(len(g), len(w)))
-            raise CheckFailed(one_line(
-                f"with your decode_kernel, LLM('tiny-llama') generates differently for prompt {p} ({PROMPTS[p]!r}, "
-                f"batched with {len(PROMPTS) - 1} others, blocks of {ENGINE_BLOCK_SIZE}) from token {same} on"))
-    return (f"{len(PROMPTS)} prompts x {MAX_TOKENS} greedy tokens match minikv's, with your decode_kernel "
-            f"({calls} launches{' in the interpreter' if DEVICE == 'cpu' else ''})")
+
+    def decode(*args: Any) -> torch.Tensor:  # the learner's kernel behind torch_ref.paged_decode_attention's signature
+        return launch_decode(kernel, *args)
+
+    where = " in the interpreter" if DEVICE == "cpu" else ""
+    return Plug({"paged_decode_attention": decode}, "your decode_kernel", note=f" (launched{where})")
 
 
 # ---- 6.3 prefix and causal mask ---------------------------------------------------------------
 
 ex63 = register(Exercise(
-    "6.3", "prefix and causal mask", MODULE, ("prefill_kernel",),
+    "6.3", "prefix and causal mask", MODULE, ("prefill_kernel",), needs_packages=("triton",),
     hint="new token i of a sequence sits at position p = (context_len - q_len) + i; key k is visible iff k <= p: "
          "s = tl.where((pos < kv_end)[None, :] & (pos[None, :] <= q_pos[:, None]), s, -inf), then 6.2's online softmax",
 ))
