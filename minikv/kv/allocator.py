@@ -12,9 +12,33 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from minikv.errors import BlockAllocatorError, KVCacheFull
+
+
+def check_given_back(block_ids: Iterable[int], num_blocks: int, is_held: Callable[[int], bool], *,
+                     action: str, source: str, unheld: str) -> list[int]:
+    """Validate ids handed back (``free`` here, a prefix cache's ``release``) before anything changes.
+
+    Returns them as ints. Raises :class:`BlockAllocatorError` for a non-integer,
+    an id outside ``0 .. num_blocks - 1``, one that ``is_held`` says is not
+    handed out, or one given twice; ``unheld`` is that message, with ``{b}``
+    for the id. The one copy of this check, shared by every block ledger.
+    """
+    try:
+        ids = [operator.index(b) for b in block_ids]
+    except TypeError as e:
+        raise BlockAllocatorError(f"block ids must be integers: {e}") from None
+    seen: set[int] = set()
+    for b in ids:
+        if not 0 <= b < num_blocks:
+            raise BlockAllocatorError(f"block {b} does not exist: the pool has blocks 0..{num_blocks - 1}; "
+                                      f"{action} only ids that {source} returned")
+        if not is_held(b) or b in seen:
+            raise BlockAllocatorError(unheld.format(b=b))
+        seen.add(b)
+    return ids
 
 
 class BlockAllocator:
@@ -78,23 +102,10 @@ class BlockAllocator:
         of range, is not currently allocated (double free, or never handed
         out), or appears twice in ``block_ids``.
         """
-        try:
-            ids = [operator.index(b) for b in block_ids]
-        except TypeError as e:
-            raise BlockAllocatorError(f"block ids must be integers: {e}") from None
-        seen: set[int] = set()
-        for b in ids:
-            if not 0 <= b < self._num_blocks:
-                raise BlockAllocatorError(
-                    f"block {b} does not exist: the pool has blocks 0..{self._num_blocks - 1}; "
-                    f"free only ids that allocate() returned"
-                )
-            if not self._allocated[b] or b in seen:
-                raise BlockAllocatorError(
-                    f"block {b} is already free (double free, or it was never allocated); "
-                    f"free each allocated block exactly once"
-                )
-            seen.add(b)
+        ids = check_given_back(
+            block_ids, self._num_blocks, lambda b: self._allocated[b], action="free", source="allocate()",
+            unheld="block {b} is already free (double free, or it was never allocated); "
+                   "free each allocated block exactly once")
         for b in ids:
             self._allocated[b] = False
             self._free_queue.append(b)

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
 from minikv.errors import BlockAllocatorError, InvalidRequestError, KVCacheFull, MinikvError
+from minikv.kv.allocator import check_given_back
 
 
 class PrefixCacheError(MinikvError):
@@ -163,21 +164,11 @@ class BlockLedger:
 
         Raises :class:`BlockAllocatorError` on the first bad id; nothing changes.
         """
-        ids = as_block_ids(block_ids)
-        seen: set[int] = set()
-        for b in ids:
-            if not 0 <= b < self.num_blocks:
-                raise BlockAllocatorError(
-                    f"block {b} does not exist: the pool has blocks 0..{self.num_blocks - 1}; "
-                    f"release only ids that match() or allocate() returned"
-                )
-            if self._refs[b] == 0 or b in seen:
-                raise BlockAllocatorError(
-                    f"block {b} is not held (already free: released twice, or never handed "
-                    f"out); release each block of a sequence once"
-                )
-            seen.add(b)
-        return ids
+        return check_given_back(
+            block_ids, self.num_blocks, lambda b: self._refs[b] > 0, action="release",
+            source="match() or allocate()",
+            unheld="block {b} is not held (already free: released twice, or never handed out); "
+                   "release each block of a sequence once")
 
     def check_idle(self) -> None:
         """Raise :class:`PrefixCacheError` while any block is held (before a reset)."""
