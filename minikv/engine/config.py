@@ -197,7 +197,9 @@ def check_attention(attention: Any, kv_layout: str, device: torch.device, dtype:
         if dtype != torch.float32:
             raise InvalidRequestError(f"attention='triton' on the CPU runs Triton's interpreter, whose {dtype} "
                                       "arithmetic is wrong; use dtype='float32' (or attention='torch')")
-        if os.environ.get("TRITON_INTERPRET", "0").lower() not in ("1", "true", "yes", "on"):
+        from minikv.attention.triton_common import interpreting  # reads the variable; imports no triton
+
+        if not interpreting():
             if "minikv.attention.triton_decode" in sys.modules:
                 raise InvalidRequestError(
                     "attention='triton' on the CPU needs Triton's interpreter, but minikv's kernels were already "

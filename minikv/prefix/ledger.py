@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 
 from minikv.errors import BlockAllocatorError, InvalidRequestError, KVCacheFull, MinikvError
 from minikv.kv.allocator import check_given_back
+from minikv.validation import is_int
 
 
 class PrefixCacheError(MinikvError):
@@ -46,18 +47,13 @@ def whole_number(name: str, value: object, minimum: int, example: str) -> int:
     >>> whole_number("block_size", 16, 1, "16")
     16
     """
-    if isinstance(value, bool):
-        raise InvalidRequestError(f"{name} must be a whole number >= {minimum} (e.g. {example}), got {value!r}")
-    try:
-        n = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise InvalidRequestError(
-            f"{name} must be a whole number >= {minimum} (e.g. {example}), got {value!r} "
-            f"of type {type(value).__name__}"
-        ) from None
-    if n < minimum:
-        raise InvalidRequestError(f"{name} must be a whole number >= {minimum} (e.g. {example}), got {n}")
-    return n
+    expect = f"{name} must be a whole number >= {minimum} (e.g. {example})"
+    if not is_int(value):  # the int test every user-facing option uses (bools refused)
+        kind = "" if isinstance(value, bool) else f" of type {type(value).__name__}"
+        raise InvalidRequestError(f"{expect}, got {value!r}{kind}")
+    if value < minimum:
+        raise InvalidRequestError(f"{expect}, got {value}")
+    return int(value)
 
 
 def check_sizes(num_blocks: object, block_size: object) -> tuple[int, int]:
