@@ -1,4 +1,4 @@
-"""One scheduler step as data in, data out: fill the token budget, pick a preemption victim.
+"""One scheduler step as data in, data out: fill the token budget, pick a preemption victim, roll it back.
 
 These are the two decisions of vLLM v1's unified scheduler, written as pure
 functions so chapter 05's exercises can be checked against them and a
@@ -26,12 +26,16 @@ prefills (a chunk of) what is left.
 The engine then carries the plan out: it gives each running request room for
 its tokens, preempting when the pool runs dry (:func:`choose_victim`), and
 admits the planned waiting requests until one does not get its blocks.
+
+:func:`preempt` is the roll-back as data: the victim leaves ``running`` with
+its blocks released tail first, reset to 0 computed tokens, at the front of
+``waiting`` (:class:`RequestState` adds the block table to the view).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 
 @dataclass(frozen=True)
@@ -113,3 +117,49 @@ def choose_victim(running: Sequence[RequestView]) -> int:
     if not running:
         raise ValueError("no running request to preempt")
     return len(running) - 1
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """A request as preemption sees it: a :class:`RequestView` plus the pool blocks it holds, in table order."""
+
+    request_id: int
+    num_computed_tokens: int
+    num_tokens: int
+    block_ids: tuple[int, ...] = ()
+
+
+class Preemption(NamedTuple):
+    """What :func:`preempt` returns: the new queues, and the victim's blocks in the order to release them."""
+
+    running: list[RequestState]
+    waiting: list[RequestState]
+    released: list[int]
+
+
+def preempt(running: Sequence[RequestState], waiting: Sequence[RequestState]) -> Preemption:
+    """Preempt by recompute: take the victim (:func:`choose_victim`) out of ``running`` and roll it back.
+
+    The victim gives back every block it holds, last block first (the tail
+    is the least likely to be shared, so the prefix cache should evict it
+    first), and starts again from nothing: 0 computed tokens, no blocks, its
+    ``num_tokens`` (prompt + tokens generated so far) unchanged, so the tokens
+    it already produced are recomputed, not lost. It goes to the **front** of
+    ``waiting``: it was admitted before everyone still waiting. The inputs are
+    left as they were. When it is admitted again, the prefix cache usually
+    gives most of its blocks back as a hit, which is what makes recompute cheap.
+
+    >>> run = [RequestState(0, 30, 31, (4, 5)), RequestState(1, 17, 18, (7, 2))]
+    >>> preempt(run, [RequestState(2, 0, 9)])
+    Preemption(running=[RequestState(request_id=0, num_computed_tokens=30, num_tokens=31, block_ids=(4, 5))], \
+waiting=[RequestState(request_id=1, num_computed_tokens=0, num_tokens=18, block_ids=()), \
+RequestState(request_id=2, num_computed_tokens=0, num_tokens=9, block_ids=())], released=[2, 7])
+    """
+    index = choose_victim(running)
+    victim = running[index]
+    reset = RequestState(victim.request_id, 0, victim.num_tokens, ())
+    return Preemption(
+        running=[r for i, r in enumerate(running) if i != index],
+        waiting=[reset, *waiting],
+        released=list(reversed(victim.block_ids)),
+    )
