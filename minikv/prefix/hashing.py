@@ -158,6 +158,40 @@ class BlockHashCache:
             collisions=self._collisions,
         )
 
+    def peek(
+        self,
+        token_ids: Sequence[int],
+        salt: str | None = None,
+        *,
+        extra_keys: Sequence[ExtraKey] = (),
+    ) -> int:
+        """The ``num_cached_tokens`` that :meth:`match` would return now; changes nothing.
+
+        The same hash-chain walk, last-token rule, salt and ``verify`` check as
+        ``match``, but no reference is taken, no evictable block is revived
+        (the free queue, i.e. the LRU order, stays as it is) and no counter
+        moves, not even ``collisions``.
+
+        >>> c = BlockHashCache(4, 2)
+        >>> c.insert([1, 2, 3, 4], c.allocate(2))
+        2
+        >>> c.peek([1, 2, 3, 4, 5]), c.peek([1, 2, 3, 4]), c.peek([1, 2, 3, 4, 5], salt="x")
+        (4, 2, 0)
+        >>> c.stats().requests
+        0
+        """
+        tokens = as_token_ids(token_ids)
+        limit = max_cached_blocks(len(tokens), self.block_size)
+        num_hit, parent_uid = 0, 0
+        blocks = iter_block_hashes(tokens, self.block_size, salt, extra_keys, self._hash, limit)
+        for h, toks, extra in blocks:
+            entry = self._by_hash.get(h)
+            if entry is None or (self.verify and not entry.holds(parent_uid, toks, extra)):
+                break
+            num_hit += 1
+            parent_uid = entry.uid
+        return num_hit * self.block_size
+
     # -------------------------------------------------------------- operations
 
     def match(
