@@ -4,6 +4,8 @@
   (a system prompt, multi-turn chat, few-shot prompts, branching agents, Zipf
   popularity); a trace is a list of prompts as token-id lists.
 - :func:`ideal_hit_tokens`: what an infinite cache would hit per request.
+- :func:`belady_hit_tokens`: what an offline-optimal cache of a given size would hit
+  (:mod:`~minikv.workloads.belady`; :func:`percent_of_optimum` compares a replay).
 - :func:`replay`: run a :class:`~minikv.prefix.PrefixCache` through a trace
   the way the engine does, without a model.
 
@@ -14,6 +16,12 @@
 True
 """
 
+from minikv.workloads.belady import (
+    belady_hit_tokens,
+    belady_tree_hit_tokens,
+    capacity_blocks,
+    percent_of_optimum,
+)
 from minikv.workloads.ideal import PrefixTrie, ideal_hit_rate, ideal_hit_tokens
 from minikv.workloads.replay import PHASES, blocks_to_fit, replay
 from minikv.workloads.traces import (
@@ -36,13 +44,17 @@ __all__ = [
     "Length",
     "PrefixTrie",
     "Trace",
+    "belady_hit_tokens",
+    "belady_tree_hit_tokens",
     "blocks_to_fit",
+    "capacity_blocks",
     "branching_trace",
     "few_shot_trace",
     "ideal_hit_rate",
     "ideal_hit_tokens",
     "make_trace",
     "multi_turn_trace",
+    "percent_of_optimum",
     "replay",
     "skewed_trace",
     "system_prompt_trace",
