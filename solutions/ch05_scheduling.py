@@ -1,21 +1,26 @@
 """Chapter 05: scheduling (see chapters/05_scheduling.ipynb).
 
-Exercises 5.1-5.2: the two decisions an online engine makes every step. Fill
+Exercises 5.1-5.4. The two decisions an online engine makes every step: fill
 one step's token budget (running requests first, one decode token each or the
 next chunk of an unfinished prefill, then waiting requests), and, when the KV
 pool runs dry, pick a running request to preempt and roll it back so it can be
-recomputed later. Both are pure functions over small records
-(:class:`~minikv.engine.step_plan.RequestView`, ``RequestState``): data in,
-data out. ``fill_budget`` plugs into the engine:
-``LLMEngine(model, schedule_fn=fill_budget)``. Check your work with
+recomputed later (5.1, 5.2). Then the order that makes the prefix cache pay:
+longest cached prefix first (5.3), and the best any eviction policy could do,
+Belady's offline optimum (5.4). All are pure functions over small records
+(:mod:`minikv.engine.step_plan`): data in, data out. ``fill_budget`` plugs into
+the engine: ``LLMEngine(model, schedule_fn=fill_budget)``. Check your work with
 ``minikv grade --chapter 5``, or ``minikv.grade.check("5.1")`` in the notebook.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-from minikv.engine.step_plan import Preemption, RequestState, RequestView
+from minikv.engine.step_plan import Preemption, RequestState, RequestView, WaitingRequest
+from minikv.prefix import chain_block_hashes, max_cached_blocks
+
+LPM_THRESHOLD = 128  # waiting requests above which LPM stops peeking and keeps FCFS order (SGLang's value)
 
 
 def fill_budget(
@@ -119,4 +124,106 @@ def preempt(running: Sequence[RequestState], waiting: Sequence[RequestState]) ->
     victim = running[-1]
     reset = RequestState(victim.request_id, 0, victim.num_tokens, ())
     return Preemption(list(running[:-1]), [reset, *waiting], list(reversed(victim.block_ids)))
+    ### END SOLUTION
+
+
+def lpm_order(waiting: Sequence[WaitingRequest], cache, threshold: int = LPM_THRESHOLD) -> list[WaitingRequest]:
+    """Exercise 5.3: longest-prefix-match order.
+
+    Return the requests of ``waiting`` (in queue order, each a
+    ``WaitingRequest(request_id, token_ids, arrival_time, cache_salt)``) in
+    the order the engine should admit them: the most cached tokens first, so
+    that a request is admitted while the prefix it shares is still cached.
+
+    * A request's cached tokens: ``cache.peek(token_ids, cache_salt)``. Peek
+      reads the cache as ``match`` would but takes **no** reference and
+      changes no counter or LRU order; ``match`` would pin blocks that nobody
+      releases, and make every ordering look like a cache query.
+    * Ties: earlier ``arrival_time`` first, then queue order (sort stably).
+    * More than ``threshold`` waiting requests: return them in queue order
+      (FCFS) without peeking at all: ranking costs a lookup per request per step.
+
+    >>> from minikv.prefix import BlockHashCache
+    >>> cache = BlockHashCache(8, 2)
+    >>> cache.insert([1, 2, 3, 4], cache.allocate(2))
+    2
+    >>> queue = [WaitingRequest(0, (9, 9, 9), 0.0), WaitingRequest(1, (1, 2, 3, 4, 5), 1.0),
+    ...          WaitingRequest(2, (1, 2, 7), 2.0)]
+    >>> [r.request_id for r in lpm_order(queue, cache)], [r.request_id for r in lpm_order(queue, cache, threshold=2)]
+    ([1, 2, 0], [0, 1, 2])
+    """
+    ### BEGIN SOLUTION
+    if len(waiting) > threshold:
+        return list(waiting)
+    hits = [cache.peek(r.token_ids, r.cache_salt) for r in waiting]
+    ranked = sorted(range(len(waiting)), key=lambda i: (-hits[i], waiting[i].arrival_time, i))
+    return [waiting[i] for i in ranked]
+    ### END SOLUTION
+
+
+def belady_hits(trace: Sequence[Sequence[int]], capacity: int, block_size: int) -> list[int]:
+    """Exercise 5.4: Belady's offline optimum.
+
+    Replay ``trace`` (prompts, one after the other) through a prefix cache of
+    ``capacity`` blocks that knows the future, and return each prompt's hit
+    in tokens. The model is the engine's, block by block:
+
+    * block ``j`` of a prompt is named by ``keys[j]`` of
+      ``keys = chain_block_hashes(prompt, block_size)`` (full blocks only;
+      a key stands for the whole prefix up to the block's end, so block ``j``'s
+      *parent* is ``keys[j - 1]``);
+    * a prompt **hits** its longest run of cached first blocks, at most
+      ``max_cached_blocks(len(prompt), block_size)`` of them (the last-token
+      rule); the hit is that many blocks times ``block_size``;
+    * while it runs it holds ``need = ceil(len(prompt) / block_size)``
+      blocks, the hit ones included, so first **evict** until
+      ``len(cached) - hit_blocks + need <= capacity``; afterwards every one of
+      its full blocks is cached;
+    * a prompt with ``need > capacity`` cannot run beside anything: the cache
+      is emptied, it hits 0 and leaves nothing cached.
+
+    **Which block to evict** (Belady, 1966, for a prefix tree): among cached
+    blocks that are not hit by the running prompt and are **leaves** (no cached
+    block has them as parent), the one whose **next use** is farthest away;
+    ties go to the deepest block (largest ``j``). The next use of a block after
+    prompt ``i`` is the first later prompt ``i2 > i`` whose first
+    ``max_cached_blocks(len(trace[i2]), block_size)`` keys contain it; a block
+    never used again is infinitely far (``math.inf``).
+
+    >>> belady_hits([[1, 2, 3], [4, 5, 6], [1, 2, 3]], capacity=3, block_size=2)
+    [0, 0, 2]
+    >>> belady_hits([[1, 2, 3], [4, 5, 6], [1, 2, 3]], capacity=2, block_size=2)   # [4, 5] needs the room of [1, 2]
+    [0, 0, 0]
+    """
+    ### BEGIN SOLUTION
+    keys = [chain_block_hashes(list(prompt), block_size) for prompt in trace]
+    caps = [max_cached_blocks(len(prompt), block_size) for prompt in trace]
+    parent, depth = {}, {}
+    cached: set = set()
+
+    def next_use(key, now: int) -> float:
+        return next((i for i in range(now + 1, len(trace)) if key in keys[i][: caps[i]]), math.inf)
+
+    hits = []
+    for i, prompt in enumerate(trace):
+        need = math.ceil(len(prompt) / block_size)
+        if need > capacity:
+            cached.clear()
+            hits.append(0)
+            continue
+        hit = 0
+        while hit < caps[i] and keys[i][hit] in cached:
+            hit += 1
+        hit_keys = set(keys[i][:hit])
+        while len(cached) - hit + need > capacity:
+            parents = {parent[k] for k in cached}
+            leaves = [k for k in cached if k not in hit_keys and k not in parents]
+            victim = max(leaves, key=lambda k: (next_use(k, i), depth[k]))
+            cached.remove(victim)
+        hits.append(hit * block_size)
+        for j, key in enumerate(keys[i]):
+            cached.add(key)
+            parent[key] = keys[i][j - 1] if j else None
+            depth[key] = j
+    return hits
     ### END SOLUTION

@@ -163,3 +163,12 @@ RequestState(request_id=2, num_computed_tokens=0, num_tokens=9, block_ids=())], 
         waiting=[reset, *waiting],
         released=list(reversed(victim.block_ids)),
     )
+
+
+class WaitingRequest(NamedTuple):
+    """A waiting request as a scheduling policy sees it (chapter 05's exercise 5.3): what to peek with, and when it came."""
+
+    request_id: int
+    token_ids: tuple[int, ...]  # prompt + any tokens generated before a preemption
+    arrival_time: float
+    cache_salt: str | None = None

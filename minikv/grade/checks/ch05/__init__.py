@@ -1,10 +1,12 @@
-"""Chapter 05 (scheduling): 5.1 fill one step's token budget, 5.2 pick a preemption victim and roll it back.
+"""Chapter 05 (scheduling): 5.1 fill one step's token budget, 5.2 pick a preemption victim and roll it back,
+5.3 longest-prefix-match order, 5.4 Belady's offline optimum.
 
-References: :func:`minikv.engine.step_plan.fill_budget` and :func:`minikv.engine.step_plan.preempt`, compared on
-hand-made steps that each isolate one rule and on hypothesis-drawn steps (and, for 5.2, chains of preemptions
-fed back into each other). 5.1's final check serves ``LLMEngine("tiny-llama", schedule_fn=<yours>)``.
+References: :func:`minikv.engine.step_plan.fill_budget` and :func:`~minikv.engine.step_plan.preempt`,
+:func:`minikv.engine.policies.lpm_order` (fed ``cache.peek``), :func:`minikv.workloads.belady.belady_tree_hit_tokens`;
+hand-made cases that each isolate one rule, then hypothesis-drawn steps, queues, caches and traces.
+5.1's final check serves ``LLMEngine("tiny-llama", schedule_fn=<yours>)``.
 """
 
-from minikv.grade.checks.ch05 import budget, preemption
+from minikv.grade.checks.ch05 import budget, lpm, optimum, preemption
 
-__all__ = ["budget", "preemption"]
+__all__ = ["budget", "lpm", "optimum", "preemption"]
