@@ -198,11 +198,12 @@ def belady_hits(trace: Sequence[Sequence[int]], capacity: int, block_size: int) 
     ### BEGIN SOLUTION
     keys = [chain_block_hashes(list(prompt), block_size) for prompt in trace]
     caps = [max_cached_blocks(len(prompt), block_size) for prompt in trace]
+    hittable = [set(k[:cap]) for k, cap in zip(keys, caps)]  # the blocks each prompt could hit
     parent, depth = {}, {}
     cached: set = set()
 
     def next_use(key, now: int) -> float:
-        return next((i for i in range(now + 1, len(trace)) if key in keys[i][: caps[i]]), math.inf)
+        return next((i for i in range(now + 1, len(trace)) if key in hittable[i]), math.inf)
 
     hits = []
     for i, prompt in enumerate(trace):

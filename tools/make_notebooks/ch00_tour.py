@@ -27,7 +27,7 @@ CELLS = [
     | 02 | `02_paged_kv.ipynb` | block allocator, block tables, slot mapping, paged attention in PyTorch | ready |
     | 03 | `03_prefix_hashing.ipynb` | chained block hashes, longest cache hit, ref-counted LRU pool (vLLM-style prefix caching) | ready |
     | 04 | `04_radix_tree.ipynb` | match with split, insert, lock, LRU leaf eviction (SGLang-style) | ready |
-    | 05 | scheduling | continuous batching, preemption, cache-aware ordering | coming |
+    | 05 | `05_scheduling.ipynb` | fill a step's token budget, preempt and roll back, longest-prefix-match order, Belady's optimum (continuous batching, chunked prefill, cache-aware scheduling) | ready |
     | 06 | `06_triton_attention.ipynb` | Triton paged attention: the block-table gather, the online-softmax decode loop, the prefix/causal mask (interpreter on CPU) | ready |
     | 07 | the whole engine | serve, measure TTFT and throughput, run it on your own parts | coming |
     | 08 | security & beyond | timing side channels and cache salt, a CPU tier, moving on to vLLM / SGLang | coming |

@@ -172,3 +172,100 @@ def _random(learner: Learner) -> None:
         expect_plan(fn, *step)
 
     prop()
+
+
+# ---- the engine: LLMEngine("tiny-llama", schedule_fn=<the learner's>) --------------------------------
+
+# (engine options, arrivals): each arrival (step, prompt length, max_tokens); prompts are seeded token ids.
+ENGINE_CASES: tuple[tuple[dict[str, Any], tuple[tuple[int, int, int], ...]], ...] = (
+    (dict(max_num_batched_tokens=16, long_prefill_token_threshold=7, max_num_seqs=3),
+     ((0, 30, 6), (0, 9, 3), (1, 21, 8), (3, 40, 4), (5, 5, 7), (6, 17, 5))),
+    (dict(max_num_batched_tokens=48, enable_chunked_prefill=False, max_num_seqs=4),
+     ((0, 40, 5), (0, 12, 6), (2, 30, 4), (2, 44, 3), (4, 8, 8))),
+    (dict(max_num_batched_tokens=32, num_blocks=7, max_num_seqs=4),   # a small pool: preemptions
+     ((0, 20, 24), (0, 22, 24), (0, 18, 24), (1, 9, 20))),
+)
+
+
+def _prompt(case: int, i: int, n: int) -> list[int]:
+    import random
+
+    rng = random.Random(1000 * case + i)
+    return [rng.randrange(1, 250) for _ in range(n)]
+
+
+def engine_runs(schedule_fn: Callable[..., Any] | None) -> list[tuple[list[dict[Any, int]], dict[Any, tuple[int, ...]], int]]:
+    """Per case: the plan of every step, each request's greedy tokens, and the preemptions."""
+    from minikv import SamplingParams
+    from minikv.engine import LLMEngine
+
+    out = []
+    for c, (options, arrivals) in enumerate(ENGINE_CASES):
+        kw = {"prefix_cache": "radix", "num_blocks": 32, "block_size": 16, "device": "cpu", "dtype": "float32", **options}
+        if schedule_fn is not None:
+            kw["schedule_fn"] = schedule_fn
+        engine = LLMEngine("tiny-llama", **kw)
+        pending = sorted(enumerate(arrivals), key=lambda a: a[1][0])
+        plans: list[dict[Any, int]] = []
+        tokens: dict[Any, list[int]] = {}
+        step = 0
+        while pending or engine.has_unfinished_requests():
+            while pending and pending[0][1][0] <= step:
+                i, (_, n, max_tokens) = pending.pop(0)
+                engine.add_request(i, {"prompt_token_ids": _prompt(c, i, n)},
+                                   SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True))
+                tokens[i] = []
+            for o in engine.step():
+                tokens[o.request_id] += list(o.new_token_ids)
+            plans.append(dict(engine.last_step.scheduled))
+            step += 1
+            if step > 500:
+                raise CheckFailed("LLMEngine('tiny-llama') did not finish 6 short requests in 500 steps "
+                                  f"with your fill_budget (the last plans: {plans[-3:]}): does it plan the running decodes?")
+        out.append((plans, {i: tuple(t) for i, t in tokens.items()}, engine.get_stats().num_preemptions))
+    return out
+
+
+def _case_name(c: int) -> str:
+    options, arrivals = ENGINE_CASES[c]
+    text = ", ".join(f"{k}={v}" for k, v in options.items())
+    return f"LLMEngine('tiny-llama', {text}) with {len(arrivals)} requests arriving over {arrivals[-1][0] + 1} steps"
+
+
+def expect_engine_runs(fn: Callable[..., Any]) -> str:
+    """Serve :data:`ENGINE_CASES` with ``fn`` as ``schedule_fn`` and with minikv's; CheckFailed at the first difference."""
+    from minikv.grade import memo
+    from minikv.grade.compare import describe_exception
+
+    want = memo.once("engine:ch05-fill-budget", lambda: engine_runs(None))
+    calls = [0]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return fn(*args, **kwargs)
+
+    try:
+        got = engine_runs(counted)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the learner's code raised inside the engine
+        raise CheckFailed(one_line(f"LLMEngine('tiny-llama') with your fill_budget: your code raised "
+                                   f"{describe_exception(exc)}")) from exc
+    assert calls[0] > 0, "the engine never called the plugged-in fill_budget"
+    for c, ((g_plans, g_tokens, _), (w_plans, w_tokens, _)) in enumerate(zip(got, want)):
+        for s, (g, w) in enumerate(zip(g_plans, w_plans)):
+            if g != w:
+                raise CheckFailed(one_line(f"with your fill_budget, step {s} of {_case_name(c)} ran {g}; with minikv's "
+                                           f"it runs {w}"))
+        if len(g_plans) != len(w_plans):
+            raise CheckFailed(one_line(f"with your fill_budget, {_case_name(c)} took {len(g_plans)} steps; "
+                                       f"with minikv's {len(w_plans)}"))
+        for i, w in w_tokens.items():
+            if g_tokens.get(i) != w:
+                raise CheckFailed(one_line(f"with your fill_budget, request {i} of {_case_name(c)} generated "
+                                           f"{g_tokens.get(i)}; with minikv's {w}"))
+    steps = sum(len(p) for p, _, _ in want)
+    preempted = sum(n for _, _, n in want)
+    assert preempted > 0, "the small-pool case no longer preempts: make its pool smaller"
+    return (f"{sum(len(t) for _, t, _ in want)} requests in {len(want)} engines ({steps} steps, {preempted} preemptions) "
+            "match minikv's fill_budget step by step, with the same greedy tokens, with your fill_budget")
