@@ -602,11 +602,13 @@ CELLS = [
       budget. Its preemption is recompute only; the KV blocks of a preempted request stay in the
       prefix cache. Its waiting order is FCFS or a priority given by the client.
     * **SGLang** runs LPM or DFS-weight over its radix tree, with an FCFS fallback when the queue is
-      long, and an "in-batch prefix caching" trick that delays requests sharing a prefix that is not
-      cached yet until the first one has computed it. It also estimates each request's future memory
-      (a fraction of `max_tokens`) before admitting it, to preempt less often ("retraction").
-    * Both run the scheduler on the CPU *while* the GPU computes the previous step (overlap
-      scheduling); minikv plans and runs one step after the other.
+      long, and *in-batch prefix caching*: of several waiting requests that share a prefix nobody has
+      computed yet, one goes first and the others wait a step to hit it (minikv's scheduler does this
+      too). Before admitting a request it estimates how much memory the running ones will still
+      need (a fraction of their `max_tokens`, adjusted as it goes), and when decode runs out anyway
+      it *retracts* requests, its word for preemption by recompute.
+    * SGLang by default, and vLLM with asynchronous scheduling, plan the next step on the CPU while
+      the GPU computes the current one; minikv plans and runs one step after the other.
 
     ## Further reading
 

@@ -269,3 +269,8 @@ def expect_engine_runs(fn: Callable[..., Any]) -> str:
     assert preempted > 0, "the small-pool case no longer preempts: make its pool smaller"
     return (f"{sum(len(t) for _, t, _ in want)} requests in {len(want)} engines ({steps} steps, {preempted} preemptions) "
             "match minikv's fill_budget step by step, with the same greedy tokens, with your fill_budget")
+
+
+@ex51.check("serves LLMEngine('tiny-llama') step by step like minikv's fill_budget", final=True, engine=True)
+def _engine(learner: Learner) -> str:
+    return expect_engine_runs(learner.get("fill_budget"))
