@@ -161,6 +161,25 @@ def lpm_order(waiting: Sequence[WaitingRequest], cache, threshold: int = LPM_THR
     ### END SOLUTION
 
 
+class LPMPolicy:
+    """Your :func:`lpm_order` as the engine's scheduling policy: ``LLMEngine(model, policy=LPMPolicy())``.
+
+    The engine hands a policy its waiting requests (minikv ``Sequence`` objects) and its prefix cache;
+    this turns each into a ``WaitingRequest`` (its ``request_id`` is its index in the queue) and
+    puts the queue in the order ``lpm_order`` gives. Given, not an exercise.
+    """
+
+    name = "your lpm"
+
+    def __init__(self, threshold: int = LPM_THRESHOLD) -> None:
+        self.threshold = threshold
+
+    def order(self, waiting: list, cache) -> list:
+        queue = [WaitingRequest(i, tuple(seq.token_ids), seq.metrics.arrival_time, seq.params.cache_salt)
+                 for i, seq in enumerate(waiting)]
+        return [waiting[r.request_id] for r in lpm_order(queue, cache, self.threshold)]
+
+
 def belady_hits(trace: Sequence[Sequence[int]], capacity: int, block_size: int) -> list[int]:
     """Exercise 5.4: Belady's offline optimum.
 

@@ -466,6 +466,26 @@ CELLS = [
     minikv.grade.check("5.3")
     """),
     md(r"""
+    `LPMPolicy` (in your file, written for you) turns the engine's waiting requests into
+    `WaitingRequest`s and orders them with your `lpm_order`: `LLMEngine(..., policy=LPMPolicy())`.
+    The shuffled few-shot requests again, with your order:
+    """),
+    code(r"""
+    try:
+        yours = drive(tiny_engine(num_blocks=POOL, policy=ex.LPMPolicy(), max_num_seqs=4), ORDER_ARRIVALS)
+    except NotImplementedError:
+        if SOLUTIONS:
+            raise
+        yours = None
+        print("not done yet: finish exercise 5.3 in exercises/ch05_scheduling.py.")
+    if yours is not None:
+        print(f"your LPM: hit rate {sum(yours.cached.values()) / prompt_tokens:.1%} "
+              f"(minikv's lpm: {sum(lpm.cached.values()) / prompt_tokens:.1%}), {yours.steps} steps, "
+              f"the same plan in every step as policy='lpm': {yours.plans == lpm.plans}")
+        if SOLUTIONS:
+            assert yours.plans == lpm.plans and yours.tokens == lpm.tokens
+    """),
+    md(r"""
     ## 6 · Eviction policies against the optimum
 
     The order decides *which* requests meet the cache; the eviction policy decides what the cache

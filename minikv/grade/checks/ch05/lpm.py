@@ -177,3 +177,90 @@ def _random(learner: Learner) -> None:
         expect_order(fn, _queue(random.Random(seed + 1), stems, n, salts=True), cache, threshold)
 
     prop()
+
+
+# ---- the engine: LLMEngine("tiny-llama", policy=LPMPolicy()) over the learner's lpm_order ------------
+
+def _engine_arrivals() -> list[tuple[int, list[int]]]:
+    """Few-shot-like prompts (four shared stems, unique questions), shuffled, two arriving per step."""
+    rng = random.Random(55)
+    stems = [[rng.randrange(1, 250) for _ in range(rng.randrange(20, 30))] for _ in range(4)]
+    prompts = [stem + [rng.randrange(1, 250) for _ in range(rng.randrange(3, 7))] for stem in stems for _ in range(4)]
+    rng.shuffle(prompts)
+    return [(i // 2, p) for i, p in enumerate(prompts)]
+
+
+def lpm_engine_run(policy: Any) -> tuple[list[dict[Any, int]], dict[int, tuple[int, ...]], dict[int, int]]:
+    """The plan of every step, each request's tokens and cached tokens, with ``policy``."""
+    from minikv import SamplingParams
+    from minikv.engine import LLMEngine
+
+    engine = LLMEngine("tiny-llama", prefix_cache="radix", num_blocks=20, block_size=4, device="cpu",
+                       dtype="float32", max_num_seqs=3, max_num_batched_tokens=64, policy=policy)
+    pending = _engine_arrivals()
+    plans: list[dict[Any, int]] = []
+    tokens: dict[int, list[int]] = {}
+    cached: dict[int, int] = {}
+    step = 0
+    while pending or engine.has_unfinished_requests():
+        while pending and pending[0][0] <= step:
+            _, prompt = pending.pop(0)
+            rid = len(tokens)
+            engine.add_request(rid, {"prompt_token_ids": prompt}, SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True))
+            tokens[rid] = []
+        for o in engine.step():
+            tokens[o.request_id] += list(o.new_token_ids)
+            if o.finished:
+                cached[o.request_id] = o.num_cached_tokens
+        plans.append(dict(engine.last_step.scheduled))
+        step += 1
+        if step > 500:
+            raise CheckFailed(f"LLMEngine('tiny-llama') with your LPMPolicy did not finish 16 requests in 500 steps "
+                              f"(the last plans: {plans[-3:]})")
+    return plans, {i: tuple(t) for i, t in tokens.items()}, cached
+
+
+@ex53.check("orders LLMEngine('tiny-llama')'s queue like minikv's policy='lpm'", final=True, engine=True)
+def _engine(learner: Learner) -> str:
+    from minikv.grade import memo
+    from minikv.grade.compare import describe_exception
+
+    fn = learner.get("lpm_order")
+    policy_cls = learner.find("LPMPolicy")
+    if policy_cls is None:
+        raise CheckFailed("your file has no `LPMPolicy` (the given wrapper that plugs lpm_order into the engine); "
+                          "copy it back from a fresh `minikv exercises --force` file")
+    want = memo.once("engine:ch05-lpm", lambda: lpm_engine_run("lpm"))
+    fcfs = memo.once("engine:ch05-fcfs", lambda: lpm_engine_run("fcfs"))
+    assert want[0] != fcfs[0] and sum(want[2].values()) > sum(fcfs[2].values()), \
+        "LPM no longer changes the order (or the hits) of the engine workload: make it share more"
+    calls = [0]
+    module = learner.module
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return fn(*args, **kwargs)
+
+    if module is not None:
+        setattr(module, "lpm_order", counted)  # LPMPolicy calls lpm_order by name
+    try:
+        got = lpm_engine_run(policy_cls())
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the learner's code raised inside the engine
+        raise CheckFailed(one_line(f"LLMEngine('tiny-llama', policy=LPMPolicy()) with your lpm_order: your code raised "
+                                   f"{describe_exception(exc)}")) from exc
+    finally:
+        if module is not None:
+            setattr(module, "lpm_order", fn)
+    assert calls[0] > 0, "the engine never called the plugged-in lpm_order"
+    for s, (g, w) in enumerate(zip(got[0], want[0])):
+        if g != w:
+            raise CheckFailed(one_line(f"with your lpm_order, step {s} of LLMEngine('tiny-llama', policy=LPMPolicy()) ran "
+                                       f"{g}; with minikv's policy='lpm' it runs {w}"))
+    if got[1:] != want[1:] or len(got[0]) != len(want[0]):
+        raise CheckFailed(one_line(f"with your lpm_order the engine took {len(got[0])} steps and cached "
+                                   f"{sum(got[2].values())} tokens; with minikv's policy='lpm' {len(want[0])} steps, "
+                                   f"{sum(want[2].values())} cached tokens"))
+    return (f"{len(want[1])} requests over {len(want[0])} steps match minikv's policy='lpm' step by step "
+            f"({sum(want[2].values())} cached tokens, FCFS {sum(fcfs[2].values())}), with your lpm_order in LPMPolicy")
