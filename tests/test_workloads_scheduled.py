@@ -163,3 +163,17 @@ def test_a_request_too_big_for_the_pool_and_bad_arguments() -> None:
             replay_scheduled(cache, [[1, 2], [3, 4]], **kw)
     with pytest.raises(InvalidRequestError, match="unknown scheduling policy"):
         replay_scheduled(cache, [[1, 2]], "sjf")
+
+
+def test_few_shot_order_experiment_rows() -> None:
+    from minikv.workloads.scheduled import few_shot_order_experiment, format_rows
+
+    rows = few_shot_order_experiment(n=24, n_groups=3, preamble_len=48, cache_blocks=(8,), rates=(math.inf, 2.0))
+    assert [(r["rate"], r["policy"]) for r in rows] == [
+        (rate, p) for rate in (math.inf, 2.0) for p in ("fcfs", "lpm", "lpm-all", "dfs-weight")
+    ]
+    by = {(r["rate"], r["policy"]): r["hit_rate"] for r in rows}
+    assert all(by[rate, p] >= by[rate, "fcfs"] for rate in (math.inf, 2.0) for p in ("lpm", "lpm-all"))
+    assert all(0 < r["hit_rate"] <= r["ideal"] for r in rows)
+    table = format_rows(rows)
+    assert table.count("\n") == 1 + len(rows) and "| all at once | lpm |" in table

@@ -216,4 +216,66 @@ def compare_policies(
     return {label: replay_scheduled(make_cache(), trace, p, **kw) for label, p in labelled.items()}
 
 
-__all__ = ["ScheduledReplay", "WaitingRequest", "compare_policies", "replay_scheduled"]
+def few_shot_order_experiment(
+    n: int = 200,
+    n_groups: int = 4,
+    preamble_len: int = 1024,
+    block_size: int = 16,
+    cache_blocks: Sequence[int] = (96, 160),
+    rates: Sequence[float] = (math.inf, 2.0, 1.1),
+    cache: str = "radix",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """FCFS vs LPM vs DFS-weight on :func:`~minikv.workloads.shuffled_few_shot_trace`, small caches.
+
+    One row per (cache size, arrival rate, policy): the hit rate, the
+    infinite cache's (the most any order can reach), and the longest wait in
+    steps. Requests arrive as a Poisson process at ``rate`` per step (``inf``:
+    all at once) and one is admitted per step. ``lpm`` is SGLang's (FCFS
+    above 128 waiting requests); ``lpm-all`` ranks however long the queue.
+    ``cache``: a :data:`~minikv.prefix.PREFIX_CACHE_KINDS` name. The table
+    of docs/scheduling.md is ``print(format_rows(few_shot_order_experiment()))``.
+    """
+    from minikv.engine.policies import LPM
+    from minikv.prefix import make_prefix_cache
+    from minikv.workloads.arrivals import poisson_arrivals
+    from minikv.workloads.ideal import ideal_hit_tokens
+    from minikv.workloads.traces import shuffled_few_shot_trace
+
+    trace = shuffled_few_shot_trace(n, n_groups, preamble_len, seed=seed)
+    ideal = sum(ideal_hit_tokens(trace, block_size)) / sum(map(len, trace))
+    policies = {"fcfs": "fcfs", "lpm": "lpm", "lpm-all": LPM(threshold=n), "dfs-weight": "dfs-weight"}
+    rows = []
+    for nb in cache_blocks:
+        for rate in rates:
+            runs = compare_policies(
+                lambda: make_prefix_cache(cache, nb, block_size), trace, policies,
+                arrivals=poisson_arrivals(n, rate, seed=seed),
+            )  # fmt: skip
+            for label, run in runs.items():
+                rows.append(dict(cache=cache, cache_tokens=nb * block_size, rate=rate, policy=label,
+                                 hit_rate=run.hit_rate, ideal=ideal, max_wait=run.max_wait))  # fmt: skip
+    return rows
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`few_shot_order_experiment`'s rows as a markdown table."""
+    lines = ["| cache | cache tokens | arrivals / step | policy | hit rate | % of infinite cache | max wait (steps) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        rate = "all at once" if math.isinf(r["rate"]) else f"{r['rate']:g}"
+        lines.append(
+            f"| {r['cache']} | {r['cache_tokens']} | {rate} | {r['policy']} | {r['hit_rate']:.1%} "
+            f"| {r['hit_rate'] / r['ideal']:.0%} | {r['max_wait']} |"
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ScheduledReplay",
+    "WaitingRequest",
+    "compare_policies",
+    "few_shot_order_experiment",
+    "format_rows",
+    "replay_scheduled",
+]
