@@ -168,7 +168,9 @@ def test_a_request_too_big_for_the_pool_and_bad_arguments() -> None:
 def test_few_shot_order_experiment_rows() -> None:
     from minikv.workloads.scheduled import few_shot_order_experiment, format_rows
 
-    rows = few_shot_order_experiment(n=24, n_groups=3, preamble_len=48, cache_blocks=(8,), rates=(math.inf, 2.0))
+    rows = few_shot_order_experiment(
+        n=24, n_groups=3, preamble_len=48, cache_blocks=(8,), rates=(math.inf, 2.0)
+    )
     assert [(r["rate"], r["policy"]) for r in rows] == [
         (rate, p) for rate in (math.inf, 2.0) for p in ("fcfs", "lpm", "lpm-all", "dfs-weight")
     ]

@@ -260,8 +260,9 @@ def few_shot_order_experiment(
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     """:func:`few_shot_order_experiment`'s rows as a markdown table."""
-    lines = ["| cache | cache tokens | arrivals / step | policy | hit rate | % of infinite cache | max wait (steps) |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    head = ("cache", "cache tokens", "arrivals / step", "policy", "hit rate", "% of infinite cache",
+            "max wait (steps)")  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         rate = "all at once" if math.isinf(r["rate"]) else f"{r['rate']:g}"
         lines.append(
