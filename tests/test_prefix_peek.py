@@ -206,3 +206,20 @@ def test_radix_peek_counts_the_upper_part_of_a_split_edge() -> None:
     assert m.num_cached_tokens == 4
     cache.release(m.block_ids)
     cache.check_invariants()
+
+
+def test_hash_peek_memo_is_bounded_and_exact() -> None:
+    """The hash cache remembers peeked prompts' block hashes, within a token budget, never wrongly."""
+    cache = BlockHashCache(8, BS)
+    cache.PEEK_MEMO_TOKENS = 12
+    table = cache.allocate(2)
+    cache.insert([1, 2, 3, 4, 5, 6, 7, 8], table)
+    prompts = [[1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 9, 9, 9, 9, 9], [5, 5, 5, 5, 5], [1, 2, 3, 4, 5]]
+    for _ in range(3):
+        assert [cache.peek(p) for p in prompts] == [8, 4, 0, 4]
+        assert [cache.peek(p, salt="s") for p in prompts] == [0, 0, 0, 0]
+        assert cache._peek_memo_tokens <= 12
+    cache.release(table)
+    assert [cache.peek(p) for p in prompts] == [8, 4, 0, 4]  # evictable blocks still hit
+    cache.evict(8)
+    assert [cache.peek(p) for p in prompts] == [0, 0, 0, 0]  # the memo holds hashes, not hits
