@@ -14,6 +14,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from minikv.prefix.ghost import GhostList, block_keys
 from minikv.prefix.ledger import BlockLedger
 from minikv.prefix.policies import EvictionPolicy
 from minikv.prefix.radix.node import Namespace, RadixNode, holder_above, iter_nodes
@@ -43,6 +44,7 @@ class RadixLocks:
     _ids: Iterator[int]  # node ids
     _seq: Iterator[int]  # heap tie-breakers
     _evictions: int
+    _ghost: GhostList  # keys of recently evicted full blocks (for explain_miss)
 
     def nodes(self) -> Iterator[RadixNode]:
         """Every node of every tree, parents before children (roots not included)."""
@@ -153,9 +155,23 @@ class RadixLocks:
         self._num_evictable -= len(blocks)
         self._evictions += len(blocks)
 
+    def _remember(self, node: RadixNode, first_block: int) -> None:
+        """Put the full blocks of ``node``'s path from block ``first_block`` on in the ghost list."""
+        if not self._ghost.capacity:
+            return
+        parts, up = [], node
+        while up.parent is not None:
+            parts.append(up.tokens)
+            up = up.parent
+        path = [t for part in reversed(parts) for t in part]
+        salt, extra = up.namespace if up.namespace is not None else (None, ())
+        for key in block_keys(path, self.block_size, node.end // self.block_size, extra)[first_block:]:
+            self._ghost.add(key, salt)
+
     def _trim_leaf(self, node: RadixNode, k: int) -> None:
         """Evict only the last ``k`` blocks of an unlocked leaf (it keeps at least one)."""
         bs = self.block_size
+        self._remember(node, node.start // bs + len(node.block_ids) - k)
         dropped = node.block_ids[-k:]
         node.block_ids = node.block_ids[:-k]
         end = (node.start // bs + len(node.block_ids)) * bs
@@ -167,6 +183,7 @@ class RadixLocks:
         """Evict an unlocked leaf: free what it owns; its parent may become evictable."""
         parent = node.parent
         assert parent is not None
+        self._remember(node, -(-node.start // self.block_size))
         del parent.children[node.tokens[: self.page_size]]
         self._free_cached(node.owned_blocks)
         if node.shares_first_block:
