@@ -45,6 +45,11 @@ class _Entry:
     last_access: int = 0  # logical time of the last match or insert that used the block
     hit_count: int = 0  # matches that hit it
 
+    @property
+    def created(self) -> int:
+        """Creation order (the uid): what age-aware eviction policies read."""
+        return self.uid
+
     def holds(
         self, parent_uid: int, tokens: tuple[int, ...], extra_keys: tuple[ExtraKey, ...]
     ) -> bool:
@@ -71,6 +76,7 @@ class HashEvictionMixin:
     _live: dict[int, list[Hashable]]
     _num_evictable: int
     _evictions: int
+    _generation: int  # the policy's generation the heap is ordered for
 
     def _forget(self, block_id: int) -> None:  # defined by the cache
         raise NotImplementedError
@@ -113,7 +119,8 @@ class HashEvictionMixin:
 
     def _push(self, entry: _Entry) -> None:
         """Queue an evictable block in the policy's heap (dropping stale entries now and then)."""
-        if len(self._heap) > 2 * len(self._by_block) + 64:
+        if len(self._heap) > 2 * len(self._by_block) + 64 or self._generation != getattr(self.policy, "generation", 0):
+            self._generation = getattr(self.policy, "generation", 0)
             self._heap = [(self.policy.priority(e), e.uid, e) for e in self._by_block.values()
                           if self._ledger.ref_count(e.block_id) == 0]  # fmt: skip
             heapq.heapify(self._heap)
@@ -121,6 +128,11 @@ class HashEvictionMixin:
 
     def _evict_by_policy(self, n: int) -> int:
         """Forget ``n`` evictable blocks (``n <= num_evictable``) in policy order; they join the free queue."""
+        if self._generation != getattr(self.policy, "generation", 0):  # the policy changed its order
+            self._generation = getattr(self.policy, "generation", 0)
+            self._heap = [(self.policy.priority(e), e.uid, e) for e in self._by_block.values()
+                          if self._ledger.ref_count(e.block_id) == 0]  # fmt: skip
+            heapq.heapify(self._heap)
         for _ in range(n):
             while True:
                 prio, _, entry = heapq.heappop(self._heap)

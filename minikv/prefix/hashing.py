@@ -52,7 +52,7 @@ from minikv.prefix.block_hashes import (
 from minikv.prefix.ghost import ROOT_KEY, GhostList
 from minikv.prefix.hash_policy import HashEvictionMixin, _Entry
 from minikv.prefix.ledger import BlockLedger
-from minikv.prefix.policies import LRU, EvictionPolicy, resolve_policy
+from minikv.prefix.policies import LRU, EvictionPolicy, bind_policy, resolve_policy
 
 class BlockHashCache(HashEvictionMixin):
     """A :class:`~minikv.prefix.PrefixCache` over chained block hashes (vLLM v1 style).
@@ -102,7 +102,9 @@ class BlockHashCache(HashEvictionMixin):
         self._by_hash: dict[bytes, _Entry] = {}
         self._by_block: dict[int, _Entry] = {}
         self._uids = itertools.count(1)
-        self.policy = resolve_policy(policy)
+        self.policy = bind_policy(resolve_policy(policy), self.num_blocks, self.block_size)
+        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
+        self._generation = getattr(self.policy, "generation", 0)
         self._queue_lru = isinstance(self.policy, LRU)  # the free queue is the eviction order
         self._heap: list[tuple[object, int, _Entry]] = []  # evictable blocks (others: policy order)
         self._ghost = GhostList(self.num_blocks if ghost_size is None else ghost_size)
@@ -198,6 +200,8 @@ class BlockHashCache(HashEvictionMixin):
         self._requests += 1
         self._query_tokens += len(tokens)
         self._hit_tokens += len(hits) * self.block_size
+        if self._observe is not None:
+            self._observe(tokens, salt, extra_keys)
         return Match(tuple(hits), len(hits) * self.block_size)
 
     def allocate(self, n: int) -> list[int]:

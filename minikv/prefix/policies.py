@@ -27,6 +27,12 @@ so every run with the same requests evicts the same entries.
   entries never hit since they were cached go first, LRU among them, and
   only then entries hit at least once, LRU among those. One-off prompts
   recycle among themselves instead of flushing reused prefixes.
+- ``duel``: LRU or a loop-resistant "keep-old" order (newest, never-hit
+  entries out first), whichever of two key-only shadow caches hits more
+  lately (:mod:`minikv.prefix.dueling`). A stateful policy: it has
+  ``observe`` (the caches call it on each ``match``), ``generation`` (the
+  caches rebuild their heap when it moves on) and ``bind`` (each cache gets
+  its own copy, sized to its pool).
 - ``shallow``: LRU with a handicap for depth: an entry ``end`` tokens deep
   counts as used ``weight * end`` ticks earlier than it was. Deep blocks (a
   long conversation's latest turns) are shared by fewer future prompts than
@@ -60,6 +66,11 @@ class EvictionCandidate(Protocol):
     @property
     def end(self) -> int:
         """Prompt position just past the entry (a block's or a node's last token + 1)."""
+        ...
+
+    @property
+    def created(self) -> int:
+        """A number that grows with each entry the cache creates (its age order)."""
         ...
 
 
@@ -115,13 +126,22 @@ class Shallow:
         return (node.last_access - self.weight * node.end,)
 
 
+from minikv.prefix.dueling import Dueling  # noqa: E402 (it needs nothing above; kept beside its peers)
+
 EVICTION_POLICIES: dict[str, type[EvictionPolicy]] = {
     "lru": LRU,
     "lfu": LFU,
     "slru": SLRU,
     "shallow": Shallow,
+    "duel": Dueling,
 }
 """Policies by name."""
+
+
+def bind_policy(policy: EvictionPolicy, num_blocks: int, block_size: int) -> EvictionPolicy:
+    """The policy a cache of that size uses: a stateful policy (one with ``bind``) gets its own copy."""
+    bind = getattr(policy, "bind", None)
+    return bind(num_blocks, block_size) if callable(bind) else policy
 
 
 def resolve_policy(policy: str | EvictionPolicy) -> EvictionPolicy:
@@ -148,8 +168,10 @@ __all__ = [
     "LFU",
     "LRU",
     "SLRU",
+    "Dueling",
     "EvictionCandidate",
     "Shallow",
     "EvictionPolicy",
+    "bind_policy",
     "resolve_policy",
 ]

@@ -15,7 +15,7 @@ from minikv.errors import InvalidRequestError
 from minikv.prefix.base import CacheStats, Match, as_block_ids, as_token_ids
 from minikv.prefix.ghost import GhostList, block_keys, check_hit, classify
 from minikv.prefix.ledger import BlockLedger, whole_number
-from minikv.prefix.policies import EvictionPolicy, resolve_policy
+from minikv.prefix.policies import EvictionPolicy, bind_policy, resolve_policy
 from minikv.prefix.radix.inspection import RadixInspection
 from minikv.prefix.radix.node import InsertResult, make_namespace
 from minikv.prefix.radix.tree import RadixTree
@@ -68,7 +68,8 @@ class RadixCache(RadixTree, RadixInspection):
         if not isinstance(partial_copy, bool):
             raise InvalidRequestError(f"partial_copy must be True or False, got {partial_copy!r}")
         self.partial_copy = partial_copy
-        self.policy = resolve_policy(policy)
+        self.policy = bind_policy(resolve_policy(policy), self.num_blocks, self.block_size)
+        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
         self._ghost = GhostList(self.num_blocks if ghost_size is None else ghost_size)
         self._reset_state()
 
@@ -79,6 +80,7 @@ class RadixCache(RadixTree, RadixInspection):
         self._pins = {}
         self._num_evictable = 0
         self._heap = []
+        self._generation = getattr(self.policy, "generation", 0)
         self._num_nodes = 0
         self._ids = itertools.count(1)
         self._seq = itertools.count()
@@ -152,6 +154,8 @@ class RadixCache(RadixTree, RadixInspection):
         ns = make_namespace(salt, extra_keys)
         self._requests += 1
         self._query_tokens += len(tokens)
+        if self._observe is not None:
+            self._observe(tokens, salt, extra_keys)
         root = self._roots.get(ns)
         if root is None or len(tokens) < 2:
             return Match((), 0)

@@ -45,6 +45,7 @@ class RadixLocks:
     _seq: Iterator[int]  # heap tie-breakers
     _evictions: int
     _ghost: GhostList  # keys of recently evicted full blocks (for explain_miss)
+    _generation: int  # the policy's generation the heap is ordered for
 
     def nodes(self) -> Iterator[RadixNode]:
         """Every node of every tree, parents before children (roots not included)."""
@@ -118,6 +119,9 @@ class RadixLocks:
 
     def _pop_victim(self) -> RadixNode | None:
         """The evictable leaf of least priority, or None (lazy deletion of stale entries)."""
+        if self._generation != getattr(self.policy, "generation", 0):  # the policy changed its order
+            self._generation = getattr(self.policy, "generation", 0)
+            self._rebuild_heap()
         while self._heap:
             prio, _, _, node = heapq.heappop(self._heap)
             if not node.alive or node.children or node.lock_ref:

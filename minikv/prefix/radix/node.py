@@ -71,6 +71,11 @@ class RadixNode:
         return self.start + len(self.tokens)
 
     @property
+    def created(self) -> int:
+        """Creation order (the node id): what age-aware eviction policies read."""
+        return self.id
+
+    @property
     def is_root(self) -> bool:
         return self.parent is None
 
