@@ -27,9 +27,10 @@ so every run with the same requests evicts the same entries.
   entries never hit since they were cached go first, LRU among them, and
   only then entries hit at least once, LRU among those. One-off prompts
   recycle among themselves instead of flushing reused prefixes.
-- ``duel``: LRU or a loop-resistant "keep-old" order (newest, never-hit
-  entries out first), whichever of two key-only shadow caches hits more
-  lately (:mod:`minikv.prefix.dueling`). A stateful policy: it has
+- ``duel``: LRU, SLRU or a loop-resistant "keep-old" order (newest,
+  never-hit entries out first), whichever of three key-only shadow caches
+  hits most lately (:mod:`minikv.prefix.dueling`): the one to use when the
+  traffic is not known in advance. A stateful policy: it has
   ``observe`` (the caches call it on each ``match``), ``generation`` (the
   caches rebuild their heap when it moves on) and ``bind`` (each cache gets
   its own copy, sized to its pool).
