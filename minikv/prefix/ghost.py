@@ -45,62 +45,64 @@ class GhostList:
 
     >>> g = GhostList(2)
     >>> g.add(1, None); g.add(2, "a"); g.add(3, None)
-    >>> (1 in g, g.salt_of(2), len(g))
-    (False, 'a', 2)
+    >>> (1 in g, g.has(2, "a"), g.other_salt(2, None), len(g))
+    (False, True, True, 2)
     """
 
     def __init__(self, capacity: int) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise InvalidRequestError(f"ghost_size must be a whole number >= 0 (e.g. 1024), got {capacity!r}")
         self.capacity = capacity
-        self._keys: OrderedDict[tuple[int, Hashable], None] = OrderedDict()
-        self._salts: dict[int, list[Hashable]] = {}
+        self._keys: OrderedDict[tuple[int, Hashable], None] = OrderedDict()  # (key, salt), oldest first
+        self._salted: dict[int, int] = {}  # key -> how many entries with a salt (not None) it has
 
     def add(self, key: int, salt: Hashable) -> None:
         """Remember that the block ``key`` was evicted from the tree or table of ``salt``."""
         if not self.capacity:
             return
-        k = (key, salt)
-        if k in self._keys:
-            self._keys.move_to_end(k)
+        keys, k = self._keys, (key, salt)
+        if k in keys:
+            keys.move_to_end(k)
             return
-        self._keys[k] = None
-        self._salts.setdefault(key, []).append(salt)
-        while len(self._keys) > self.capacity:
-            (old, old_salt), _ = self._keys.popitem(last=False)
-            salts = self._salts[old]
-            salts.remove(old_salt)
-            if not salts:
-                del self._salts[old]
+        keys[k] = None
+        if salt is not None:
+            self._salted[key] = self._salted.get(key, 0) + 1
+        if len(keys) > self.capacity:
+            self._drop(keys.popitem(last=False)[0])
+
+    def _drop(self, k: tuple[int, Hashable]) -> None:
+        key, salt = k
+        if salt is not None:
+            left = self._salted[key] - 1
+            if left:
+                self._salted[key] = left
+            else:
+                del self._salted[key]
 
     def discard(self, key: int, salt: Hashable) -> None:
         """Forget ``key`` under ``salt`` (it is cached again)."""
         if self._keys.pop((key, salt), 0) is None:
-            salts = self._salts[key]
-            salts.remove(salt)
-            if not salts:
-                del self._salts[key]
+            self._drop((key, salt))
 
     def has(self, key: int, salt: Hashable) -> bool:
         return (key, salt) in self._keys
 
     def other_salt(self, key: int, salt: Hashable) -> bool:
         """True when ``key`` was evicted under a salt other than ``salt``."""
-        return any(s != salt for s in self._salts.get(key, ()))
-
-    def salt_of(self, key: int) -> Hashable:
-        """The most recent salt ``key`` was evicted under (KeyError if none)."""
-        return self._salts[key][-1]
+        salted = self._salted.get(key, 0)
+        if salt is None:
+            return salted > 0
+        return (key, None) in self._keys or salted - ((key, salt) in self._keys) > 0
 
     def __contains__(self, key: int) -> bool:
-        return key in self._salts
+        return (key, None) in self._keys or key in self._salted
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def clear(self) -> None:
         self._keys.clear()
-        self._salts.clear()
+        self._salted.clear()
 
 
 def check_hit(num_tokens: int, num_cached_tokens: object) -> int:
