@@ -184,7 +184,7 @@ def belady_hit_tokens(
     again: first), ties broken deepest block first. See the module docstring
     for the model and for what "optimal" does and does not mean here.
 
-    >>> belady_hit_tokens([[1, 2, 3], [4, 5, 6], [1, 2, 3]], capacity=2, block_size=2)
+    >>> belady_hit_tokens([[1, 2, 3], [4, 5, 6], [1, 2, 3]], capacity=3, block_size=2)
     [0, 0, 2]
     """
     return _simulate(trace, capacity, block_size, salts, leaves_only=False)
@@ -198,7 +198,7 @@ def belady_tree_hit_tokens(
 ) -> list[int]:
     """As :func:`belady_hit_tokens`, for a prefix tree: only leaves (blocks no cached block extends) may go.
 
-    >>> belady_tree_hit_tokens([[1, 2, 3], [4, 5, 6], [1, 2, 3]], capacity=2, block_size=2)
+    >>> belady_tree_hit_tokens([[1, 2, 3], [4, 5, 6], [1, 2, 3]], capacity=3, block_size=2)
     [0, 0, 2]
     """
     return _simulate(trace, capacity, block_size, salts, leaves_only=True)
