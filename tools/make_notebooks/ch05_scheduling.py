@@ -489,11 +489,22 @@ CELLS = [
     ## 6 · Eviction policies against the optimum
 
     The order decides *which* requests meet the cache; the eviction policy decides what the cache
-    keeps for them. On interleaved multi-turn chat (each turn resends its conversation so far, and
-    many conversations take turns), LRU is at its worst: by the time a conversation speaks again,
-    the others have pushed its history out. Belady's optimum tells us how much better any policy
-    could do at the same capacity. No model runs here: the caches replay the trace the way the
-    engine would (`minikv.workloads.replay`), so we can afford many capacities. Move the slider.
+    keeps for them. Take multi-turn chat: many conversations take turns, and each turn resends its
+    conversation so far. Belady's optimum tells us how much any policy could hit at the same
+    capacity. No model runs here: the caches replay the trace the way the engine would
+    (`minikv.workloads.replay`), so we can afford many of them. Two ways to interleave 40
+    conversations of 6 turns:
+
+    * **in rounds**: every conversation speaks once, then again, in the same order. This is LRU's
+      worst case: when a conversation speaks again, everyone else has spoken since, so its history
+      is exactly the least recently used and has just been evicted;
+    * **random speaker**: whoever speaks next is drawn at random.
+
+    The contenders are minikv's eviction policies, in both caches: `lru`, `lfu`, `slru` (never-hit
+    entries go before hit ones, the core of S3-FIFO and ARC), `shallow` (LRU that prefers to evict
+    deep blocks), and `duel`, which runs small shadow caches (LRU, SLRU and "keep-old", which evicts
+    the newest first, the cure for loops) beside the real one and evicts the way whichever would
+    have hit most lately. Pick an interleaving and a capacity.
     """),
     code(r"""
     import ipywidgets as widgets
@@ -502,69 +513,78 @@ CELLS = [
     from minikv.prefix.policies import EVICTION_POLICIES
     from minikv.workloads import multi_turn_trace, replay
 
-    CHAT = multi_turn_trace(40, 6, seed=0)               # 40 conversations x 6 turns, interleaved
-    CAPACITIES = [64, 96, 128, 192, 256, 512, 1024]      # blocks of 16 tokens (the longest prompt needs 52)
+    CHATS = {"in rounds": multi_turn_trace(40, 6, seed=0, interleave="round-robin"),
+             "random speaker": multi_turn_trace(40, 6, seed=0)}
+    CAPACITIES = [64, 128, 256, 512, 1024]               # blocks of 16 tokens (the longest prompt needs 52)
 
-    def contenders(capacity):
-        # Every eviction policy this minikv has, in the block-hash cache and the radix tree.
-        out = {"hash, lru": lambda: BlockHashCache(capacity, 16)}
-        for name in EVICTION_POLICIES:
-            out[f"radix, {name}"] = lambda name=name: RadixCache(capacity, 16, policy=name)
-        return out
+    def percent_by_policy(chat, capacity, caches=("hash", "radix")):
+        # Each cache x policy's hit tokens as a % of Belady's, and Belady's hit rate.
+        best = belady_tree_hit_tokens(chat, capacity, 16)
+        kinds = {"hash": BlockHashCache, "radix": RadixCache}
+        pct = {f"{kind} · {name}": percent_of_optimum(replay(kinds[kind](capacity, 16, policy=name), chat), best)
+               for kind in caches for name in EVICTION_POLICIES}
+        return sum(best) / sum(map(len, chat)), pct
 
-    def percent_by_policy(capacity):
-        best = belady_tree_hit_tokens(CHAT, capacity, 16)
-        return sum(best), {name: percent_of_optimum(replay(make(), CHAT), best) for name, make in contenders(capacity).items()}
-
-    def draw_policies(capacity):
-        best, pct = percent_by_policy(capacity)
-        fig, ax = plt.subplots(figsize=(9, 3.2))
-        bars = ax.barh(list(pct), list(pct.values()), color="#3182bd")
+    def draw_policies(interleaving, capacity):
+        rate, pct = percent_by_policy(CHATS[interleaving], capacity)
+        fig, ax = plt.subplots(figsize=(9, 3.8))
+        colors = ["#9ecae1" if name.startswith("hash") else "#3182bd" for name in pct]
+        bars = ax.barh(list(pct), list(pct.values()), color=colors)
         ax.bar_label(bars, [f"{v:.0f}%" for v in pct.values()], fontsize=8)
         ax.axvline(100, color="black", lw=0.8)
+        ax.invert_yaxis()
         ax.set_xlim(0, max(110, max(pct.values()) + 10))
         ax.set_xlabel("hit tokens, % of Belady's offline optimum")
-        ax.set_title(f"{len(CHAT)} interleaved chat turns, cache of {capacity} blocks ({capacity * 16:,} tokens): "
-                     f"Belady hits {best / sum(map(len, CHAT)):.0%} of the prompt tokens", fontsize=9, loc="left")
+        ax.set_title(f"{interleaving}, cache of {capacity} blocks ({capacity * 16:,} tokens): "
+                     f"Belady hits {rate:.0%} of the prompt tokens", fontsize=9, loc="left")
         plt.tight_layout()
         return fig
 
-    plt.close(draw_policies(128))   # a quick self-test, so an error shows here and not inside the widget
+    plt.close(draw_policies("in rounds", 256))   # a quick self-test, so an error shows here and not inside the widget
 
-    def policy_slider():
-        # The slider and the drawing it redraws; the callback keeps its own Output (a local name).
-        pick = widgets.SelectionSlider(options=CAPACITIES, value=128, description="capacity")
+    def policy_explorer():
+        # The controls and the drawing they redraw; the callback keeps its own Output (a local name).
+        order = widgets.Dropdown(options=list(CHATS), value="in rounds", description="interleaving")
+        size = widgets.SelectionSlider(options=CAPACITIES, value=256, description="capacity")
         view = widgets.Output()
 
         def redraw(_=None):
             with view:
                 view.clear_output(wait=True)
-                fig = draw_policies(pick.value)
+                fig = draw_policies(order.value, size.value)
                 display(fig)
                 plt.close(fig)
 
-        pick.observe(redraw, names="value")
+        order.observe(redraw, names="value")
+        size.observe(redraw, names="value")
         redraw()
-        return widgets.VBox([pick, view])
+        return widgets.VBox([widgets.HBox([order, size]), view])
 
-    display(policy_slider())
+    display(policy_explorer())
     """),
     code(r"""
-    print(f"{'capacity':>8s} " + " ".join(f"{name:>13s}" for name in contenders(1)) + "   Belady hit rate")
     table = {}
-    for capacity in CAPACITIES:
-        best, pct = percent_by_policy(capacity)
-        table[capacity] = pct
-        print(f"{capacity:8d} " + " ".join(f"{v:12.0f}%" for v in pct.values()) + f"   {best / sum(map(len, CHAT)):.0%}")
-    assert all(v <= 101 for row in table.values() for v in row.values())   # nothing online beats the oracle (by much)
+    for interleaving, chat in CHATS.items():
+        print(f"{interleaving}: radix cache, % of Belady's hits")
+        print(f"{'capacity':>8s} " + " ".join(f"{name:>7s}" for name in EVICTION_POLICIES) + "   Belady hit rate")
+        for capacity in CAPACITIES:
+            rate, pct = percent_by_policy(chat, capacity, caches=("radix",))
+            table[interleaving, capacity] = pct
+            print(f"{capacity:8d} " + " ".join(f"{v:6.0f}%" for v in pct.values()) + f"   {rate:.0%}")
+        print()
+    rounds = [table["in rounds", c] for c in CAPACITIES[:-1]]
+    assert all(row["radix · duel"] > 80 > row["radix · lru"] for row in rounds)   # LRU thrashes, duel holds up
     """),
     md(r"""
-    At small capacities LRU keeps a fraction of what the oracle keeps: the history it evicts is
-    exactly what the next turn of that conversation needs, and what it keeps is the freshest turn of
-    a conversation that will not speak again for a while. With room for most conversations, every
-    policy approaches the optimum. Policies that hold up under this traffic remember what they
-    evicted (ghost lists, as ARC and S3-FIFO do) or favour what has been reused; see
-    `docs/benchmarks.md` for the bigger trace (200 conversations x 8 turns, 32k tokens).
+    **In rounds**, LRU keeps almost nothing until the cache holds every conversation: it always
+    evicts the history that is needed next. Belady keeps a fixed set of conversations and lets the
+    others miss; "keep-old" does the same by evicting the newest entries, and `duel` notices that
+    its keep-old shadow hits more and follows it, within a few points of the optimum. With a
+    **random speaker** there is no pattern to learn: every policy, `duel` included, lands near LRU,
+    well below Belady until the cache holds most conversations. The optimum's edge there is knowing
+    who speaks next, which no online policy can. (`docs/benchmarks.md` has the arithmetic,
+    and the bigger trace of 200 conversations x 8 turns with a 32k-token cache:
+    `minikv bench evict`.)
 
     ### Exercise 5.4 · `belady_hits(trace, capacity, block_size) -> list[int]`
 
@@ -612,8 +632,9 @@ CELLS = [
     * **Cache-aware order** (LPM, DFS-weight) groups the requests that share a prefix and can hit
       far more than FCFS with a small cache, at the price of a longer worst wait. Ordering must only
       **peek** at the cache.
-    * **Belady's offline optimum** is the yardstick for eviction: LRU falls far short of it on
-      interleaved multi-turn chat.
+    * **Belady's offline optimum** is the yardstick for eviction. When conversations take turns in
+      rounds LRU keeps almost nothing of it, and a policy that learns from shadow caches (`duel`)
+      keeps nearly all; when the next speaker is random, no online policy comes close.
 
     ## What vLLM and SGLang do differently
 
