@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 
 from minikv.engine.step_plan import Preemption, RequestState, RequestView, WaitingRequest
-from minikv.prefix import chain_block_hashes, max_cached_blocks
+from minikv.prefix import PrefixCache, chain_block_hashes, max_cached_blocks
 
 LPM_THRESHOLD = 128  # waiting requests above which LPM stops peeking and keeps FCFS order (SGLang's value)
 
@@ -127,7 +127,8 @@ def preempt(running: Sequence[RequestState], waiting: Sequence[RequestState]) ->
     ### END SOLUTION
 
 
-def lpm_order(waiting: Sequence[WaitingRequest], cache, threshold: int = LPM_THRESHOLD) -> list[WaitingRequest]:
+def lpm_order(waiting: Sequence[WaitingRequest], cache: PrefixCache,
+              threshold: int = LPM_THRESHOLD) -> list[WaitingRequest]:
     """Exercise 5.3: longest-prefix-match order.
 
     Return the requests of ``waiting`` (in queue order, each a
@@ -174,7 +175,7 @@ class LPMPolicy:
     def __init__(self, threshold: int = LPM_THRESHOLD) -> None:
         self.threshold = threshold
 
-    def order(self, waiting: list, cache) -> list:
+    def order(self, waiting: list, cache: PrefixCache) -> list:
         queue = [WaitingRequest(i, tuple(seq.token_ids), seq.metrics.arrival_time, seq.params.cache_salt)
                  for i, seq in enumerate(waiting)]
         return [waiting[r.request_id] for r in lpm_order(queue, cache, self.threshold)]
