@@ -128,6 +128,18 @@ def test_preempted_requests_hit_their_own_blocks(cache: str) -> None:
     assert stats.cache.hit_tokens > 0
 
 
+@pytest.mark.parametrize("cache", CACHES)
+@pytest.mark.parametrize("policy", ["fcfs", "lpm", "dfs-weight"])
+def test_every_policy(cache: str, policy: str) -> None:
+    prompts, params = shared_prompts(), params_for(5)
+    assert drive(engine(cache, policy=policy), prompts, params) == reference()
+    assert drive(engine(cache, policy=policy, max_num_batched_tokens=16), prompts, params, per_step=2) == reference()
+    prompts, params, need = long_outputs()
+    eng = engine(cache, num_blocks=need, block_size=4, policy=policy)
+    assert drive(eng, prompts, params) == reference(shared=8, most=40)
+    assert eng.get_stats().num_preemptions > 0
+
+
 def test_waves_baseline_is_reachable_and_equal() -> None:
     eng = engine("radix", scheduler="waves")
     assert drive(eng, shared_prompts(), params_for(5), per_step=2) == reference()
@@ -193,7 +205,7 @@ def test_bad_requests_are_refused_with_nothing_allocated() -> None:
         no_chunks.add_request("c", good, SamplingParams(max_tokens=4))
     with pytest.raises(InvalidRequestError, match="scheduler must be"):
         LLMEngine(parts=parts("hash", 8, 4), scheduler="round-robin")
-    with pytest.raises(InvalidRequestError, match="policy must be"):
+    with pytest.raises(InvalidRequestError, match="unknown scheduling policy 'shortest'"):
         LLMEngine(parts=parts("hash", 8, 4), policy="shortest")
 
 
