@@ -27,7 +27,7 @@ from minikv.engine.parts import EngineParts
 from pool_checks import assert_cache_empty
 
 NAME = "tiny-llama"
-POLICIES = ["fcfs"]
+POLICIES = ["fcfs", "lpm", "dfs-weight"]
 HEAD = [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
 
 

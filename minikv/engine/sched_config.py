@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from minikv.engine.policies import make_policy
 from minikv.errors import InvalidRequestError
 from minikv.validation import check_bool, check_int, describe
 
 SCHEDULERS = ("continuous", "waves")
-POLICIES = ("fcfs", "lpm", "dfs-weight")
 
 
 @dataclass
@@ -60,13 +60,7 @@ class SchedulerConfig:
         if self.scheduler not in SCHEDULERS:
             raise InvalidRequestError(f"scheduler must be one of {', '.join(map(repr, SCHEDULERS))}, "
                                       f"got {describe(self.scheduler)}")
-        if isinstance(self.policy, str):
-            if self.policy not in POLICIES:
-                raise InvalidRequestError(f"policy must be one of {', '.join(map(repr, POLICIES))} or an object "
-                                          f"with order(waiting, cache), got {self.policy!r}")
-        elif not callable(getattr(self.policy, "order", None)):
-            raise InvalidRequestError(f"policy must be a name ({', '.join(map(repr, POLICIES))}) or an object with "
-                                      f"an order(waiting, cache) method, got {describe(self.policy)}")
+        make_policy(self.policy)  # an unknown name or an object without order() is refused here
         if self.schedule_fn is not None and not callable(self.schedule_fn):
             raise InvalidRequestError(f"schedule_fn must be a function like minikv.engine.step_plan.fill_budget, "
                                       f"got {describe(self.schedule_fn)}")

@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from typing import Any
 
 from minikv.engine.block_manager import BlockManager
+from minikv.engine.policies import make_policy
 from minikv.engine.sequence import Sequence
 from minikv.engine.step_plan import RequestView, ScheduleFn, choose_victim, fill_budget
 from minikv.errors import InvalidRequestError
@@ -66,42 +68,43 @@ def shares_uncached_block(seq: Sequence, others: list[Sequence], block_size: int
     return False
 
 
-class _ArrivalOrder:
-    """First come, first served: the waiting queue as it is (preempted requests are at its front)."""
+class _Views(SequenceABC):
+    """Waiting requests as :class:`RequestView` s, each peeked at the cache only when the planner reaches it.
 
-    name = "fcfs"
+    The planner stops when the budget is spent, so a long queue costs a few peeks per step, not one per request.
+    """
 
-    def order(self, waiting: list[Sequence], cache: Any) -> list[Sequence]:
-        return waiting
+    def __init__(self, seqs: list[Sequence], peek: Any) -> None:
+        self.seqs, self.peek = seqs, peek
+        self._done: list[RequestView] = []
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        while len(self._done) <= i:
+            s = self.seqs[len(self._done)]
+            hit = self.peek(s.token_ids, s.params.cache_salt) if self.peek is not None else 0
+            self._done.append(RequestView(s.request_id, hit, len(s)))
+        return self._done[i]
 
 
-FCFS = _ArrivalOrder()
+class RequestQueues:
+    """The waiting and running lists and what both schedulers do after a forward (the KV manager is ``kv``).
 
+    Subclasses set ``kv`` (a block or row manager), ``eos_ids``, ``max_model_len``,
+    ``waiting``, ``running`` and ``num_preemptions``, and write ``schedule``.
+    """
 
-def _make_policy(policy: Any) -> Any:
-    from minikv.engine.policies import make_policy  # the cache-aware orders
-
-    return make_policy(policy)
-
-
-class Scheduler:
-    """Continuous batching over a :class:`BlockManager`: one long-lived scheduler per engine."""
-
-    def __init__(self, blocks: BlockManager, eos_ids: set[int], max_model_len: int, *,
-                 max_num_batched_tokens: int = 8192, max_num_seqs: int = 256, enable_chunked_prefill: bool = True,
-                 long_prefill_token_threshold: int = 0, policy: Any = None, schedule_fn: ScheduleFn | None = None,
-                 share_in_batch: bool = False) -> None:
-        self.blocks, self.eos_ids, self.max_model_len = blocks, eos_ids, max_model_len
-        self.block_size = blocks.block_size
-        self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
-        self.enable_chunked_prefill = enable_chunked_prefill
-        self.long_prefill_token_threshold = long_prefill_token_threshold
-        self.policy = FCFS if policy in (None, "fcfs") else _make_policy(policy)
-        self.schedule_fn: ScheduleFn = schedule_fn or fill_budget
-        self.share_in_batch = share_in_batch
-        self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
-        self.num_preemptions = 0
+    kv: Any
+    eos_ids: set[int]
+    max_model_len: int
+    waiting: deque[Sequence]
+    running: list[Sequence]
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -110,21 +113,73 @@ class Scheduler:
     def is_finished(self) -> bool:
         return not self.waiting and not self.running
 
+    # ---- after the forward --------------------------------------------------------------------------
+    def postprocess(self, out: SchedulerOutput, tokens: dict[int, int]) -> list[Sequence]:
+        """Advance each scheduled sequence; append the sampled tokens (``request_id -> token``); free the finished.
+
+        A sequence whose chunk reached its end sampled a token; one still
+        prefilling did not. Newly computed prompt blocks are offered to the cache at once.
+        """
+        done = []
+        for seq, n in out.scheduled:
+            seq.num_computed_tokens += n
+            if seq.num_computed_tokens <= len(seq.prompt_token_ids):
+                self.kv.cache_computed(seq)
+            token = tokens.get(seq.request_id)
+            if token is None:
+                continue
+            seq.append(token, self.eos_ids, self.max_model_len)
+            if seq.finished:
+                self.kv.free(seq)
+                done.append(seq)
+        if done:
+            self.running = [s for s in self.running if not s.finished]
+        return done
+
+    def abort(self, seq: Sequence) -> None:
+        """Drop one sequence, waiting or running, and give its blocks back (what it computed stays cached)."""
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        elif seq in self.running:
+            self.running.remove(seq)
+            self.kv.free(seq)
+
+    def abort_all(self) -> None:
+        """Free every unfinished sequence's blocks (after an error or an interrupt); empty both lists."""
+        self.running.clear()
+        self.waiting.clear()
+        self.kv.free_all()
+
+
+class Scheduler(RequestQueues):
+    """Continuous batching over a :class:`BlockManager`: one long-lived scheduler per engine."""
+
+    def __init__(self, blocks: BlockManager, eos_ids: set[int], max_model_len: int, *,
+                 max_num_batched_tokens: int = 8192, max_num_seqs: int = 256, enable_chunked_prefill: bool = True,
+                 long_prefill_token_threshold: int = 0, policy: Any = None, schedule_fn: ScheduleFn | None = None,
+                 share_in_batch: bool = False) -> None:
+        self.blocks = self.kv = blocks
+        self.eos_ids, self.max_model_len = eos_ids, max_model_len
+        self.block_size = blocks.block_size
+        self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
+        self.enable_chunked_prefill = enable_chunked_prefill
+        self.long_prefill_token_threshold = long_prefill_token_threshold
+        self.policy = make_policy(policy if policy is not None else "fcfs")
+        self.schedule_fn: ScheduleFn = schedule_fn or fill_budget
+        self.share_in_batch = share_in_batch
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
     # ---- one step -----------------------------------------------------------------------------------
-    def _views(self, seqs: list[Sequence], peek: bool) -> list[RequestView]:
-        cache_peek = getattr(self.blocks.cache, "peek", None) if peek else None
-        views = []
-        for s in seqs:
-            done = s.num_computed_tokens
-            if cache_peek is not None:
-                done = cache_peek(s.token_ids, s.params.cache_salt)
-            views.append(RequestView(s.request_id, done, len(s)))
-        return views
+    def _views(self, seqs: list[Sequence]) -> list[RequestView]:
+        return [RequestView(s.request_id, s.num_computed_tokens, len(s)) for s in seqs]
 
     def schedule(self) -> SchedulerOutput:
         """Plan the step's token budget, take blocks for it (preempting if the pool runs dry), admit."""
         ordered = self.policy.order(list(self.waiting), self.blocks.cache) if self.waiting else []
-        plan = self.schedule_fn(self._views(self.running, False), self._views(ordered, True),
+        waiting = _Views(ordered, getattr(self.blocks.cache, "peek", None))
+        plan = self.schedule_fn(self._views(self.running), waiting,
                                 self.max_num_batched_tokens, self.long_prefill_token_threshold,
                                 self.max_num_seqs, self.enable_chunked_prefill)
         self._check_plan(plan, ordered)
@@ -159,7 +214,7 @@ class Scheduler:
                 i += 1
                 continue
             while not self.blocks.grow(seq, n):
-                victim = self.running[choose_victim(self._views(self.running, False))]
+                victim = self.running[choose_victim(self._views(self.running))]
                 self._preempt(victim, alone=len(self.running) == 1)
                 out.preempted.append(victim)
                 if victim is seq:
@@ -197,40 +252,3 @@ class Scheduler:
             self.running.append(seq)
             admitted.append(seq)
             out.scheduled.append((seq, n))
-
-    # ---- after the forward --------------------------------------------------------------------------
-    def postprocess(self, out: SchedulerOutput, tokens: dict[int, int]) -> list[Sequence]:
-        """Advance each scheduled sequence; append the sampled tokens (``request_id -> token``); free the finished.
-
-        A sequence whose chunk reached its end sampled a token; one still
-        prefilling did not. Newly computed prompt blocks are offered to the cache at once.
-        """
-        done = []
-        for seq, n in out.scheduled:
-            seq.num_computed_tokens += n
-            if seq.num_computed_tokens <= len(seq.prompt_token_ids):
-                self.blocks.cache_computed(seq)
-            token = tokens.get(seq.request_id)
-            if token is None:
-                continue
-            seq.append(token, self.eos_ids, self.max_model_len)
-            if seq.finished:
-                self.blocks.free(seq)
-                done.append(seq)
-        if done:
-            self.running = [s for s in self.running if not s.finished]
-        return done
-
-    def abort(self, seq: Sequence) -> None:
-        """Drop one sequence, waiting or running, and give its blocks back (what it computed stays cached)."""
-        if seq in self.waiting:
-            self.waiting.remove(seq)
-        elif seq in self.running:
-            self.running.remove(seq)
-            self.blocks.free(seq)
-
-    def abort_all(self) -> None:
-        """Free every unfinished sequence's blocks (after an error or an interrupt); empty both lists."""
-        self.running.clear()
-        self.waiting.clear()
-        self.blocks.free_all()
