@@ -7,10 +7,10 @@
 4
 """
 
-from minikv.engine import LLM
+from minikv.engine import LLM, LLMEngine
 from minikv.errors import MinikvError
 from minikv.outputs import RequestMetrics, RequestOutput
 from minikv.sampling import SamplingParams
 
 __version__ = "0.1.0"
-__all__ = ["LLM", "MinikvError", "RequestMetrics", "RequestOutput", "SamplingParams", "__version__"]
+__all__ = ["LLM", "LLMEngine", "MinikvError", "RequestMetrics", "RequestOutput", "SamplingParams", "__version__"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from minikv.prefix.report import MissReport
+
 
 @dataclass
 class RequestMetrics:
@@ -27,13 +29,28 @@ class RequestMetrics:
 
 @dataclass
 class RequestOutput:
-    """One finished request: the generated ``text`` and ``token_ids``, why it stopped, cache use."""
+    """A request's output: the generated ``text`` and ``token_ids`` so far, why it stopped, cache use.
 
-    request_id: int
+    ``LLM.generate`` returns one per prompt, finished. ``LLMEngine.step``
+    returns one for each request that got tokens this step (``new_token_ids``)
+    or ended: ``finished`` then, with ``finish_reason`` "stop" (an
+    end-of-sequence or stop token), "length" (``max_tokens`` or the model's
+    context) or "abort"; ``finish_reason`` is None while it runs.
+    ``num_cached_tokens``: prompt tokens found in the prefix cache at
+    admission; ``miss`` says why the rest missed (a
+    :class:`~minikv.prefix.report.MissReport`, None when the cache cannot
+    tell). ``num_preemptions``: how often it was preempted and recomputed.
+    """
+
+    request_id: int | str
     prompt: str | None
     prompt_token_ids: list[int]
     text: str
     token_ids: list[int]
-    finish_reason: str  # "stop" (end-of-sequence token) or "length" (max_tokens)
+    finish_reason: str | None  # "stop", "length", "abort"; None while running
     num_cached_tokens: int = 0
     metrics: RequestMetrics = field(default_factory=RequestMetrics)
+    new_token_ids: list[int] = field(default_factory=list)
+    finished: bool = True
+    miss: MissReport | None = None
+    num_preemptions: int = 0

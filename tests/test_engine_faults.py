@@ -114,7 +114,7 @@ def test_block_manager_allocate_is_all_or_nothing(monkeypatch) -> None:
     prompts = shared_prompts()
     llm.generate(prompts[0], PARAMS)  # cache the prefix
     manager = llm.block_manager
-    seq = llm._make_sequence(prompts[1], PARAMS, chat=False)
+    seq = llm.make_sequence(prompts[1], PARAMS)
     fail_on_call(monkeypatch, llm.kv_pool, "copy_block", 0, Injected("copy"))
     with pytest.raises(Injected):
         manager.allocate(seq)
@@ -164,8 +164,8 @@ def test_one_ledger_counts_what_the_running_sequences_hold(monkeypatch, cache: s
     seen = []
     real = BlockManager.make_room
 
-    def spy(self, seq):
-        real(self, seq)
+    def spy(self, seq, *args):
+        real(self, seq, *args)
         stats = llm.cache.stats()
         second = getattr(llm.kv_pool, "allocator", None)
         assert second is None, (f"a second ledger: kv_pool.allocator says {second.num_used} blocks used, "
@@ -196,7 +196,7 @@ def test_contiguous_rows_are_freed_after_an_error(monkeypatch) -> None:
     real = model_runner.ModelRunner.run
 
     def flaky(self, seqs):
-        rows = [s.kv_row for s in seqs]
+        rows = [s.kv_row for s, _ in seqs]
         assert None not in rows and len(set(rows)) == len(rows), f"rows {rows}"
         if next(counter) == 2:
             raise Injected("run")
@@ -229,9 +229,9 @@ def test_a_partial_hit_that_pins_one_block_more_still_gets_admitted(together: bo
 
 
 def test_a_partial_hit_that_does_not_fit_yet_waits_for_the_running_ones(monkeypatch) -> None:
-    """Same pin, with another sequence running: the scheduler keeps the new one waiting instead of failing."""
+    """Same pin, with another sequence running: the waves scheduler keeps the new one waiting instead of failing."""
     llm = LLM(NAME, device="cpu", prefix_cache="radix", prefix_cache_options={"page_size": 1}, block_size=2,
-              num_blocks=5)
+              num_blocks=5, scheduler="waves")
     params = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
     llm.generate({"prompt_token_ids": [1]}, params)  # caches a block holding token 1 (a partial page)
     prompts = [{"prompt_token_ids": [5, 5, 5]}, {"prompt_token_ids": [1, 1]}]

@@ -21,7 +21,7 @@ from minikv.attention.paged import PagedStep
 from minikv.attention.reference import decode_attention
 from minikv.attention.torch_ref import paged_attention, paged_decode_attention
 from minikv.engine.model_runner import ModelRunner
-from minikv.engine.scheduler import Scheduler
+from minikv.engine.waves import WavesScheduler
 from minikv.kv import BlockAllocator, BlockTable, KVPool, make_block_table_tensor
 from minikv.kv.contiguous import ContiguousKVCache
 from minikv.kv.padded import PaddedKVCache
@@ -103,9 +103,9 @@ def test_plugged_paged_decode_attention_is_used_and_matches() -> None:
 
 
 def prefill_sizes(monkeypatch, llm: LLM, ps: list[dict], params) -> tuple[list[list[int]], list[int]]:
-    """Generate, recording how many sequences each prefill step admitted."""
+    """Generate with the waves scheduler, recording how many sequences each prefill step admitted."""
     sizes: list[int] = []
-    real = Scheduler.schedule
+    real = WavesScheduler.schedule_batch
 
     def spy(self):
         batch, is_prefill = real(self)
@@ -113,7 +113,7 @@ def prefill_sizes(monkeypatch, llm: LLM, ps: list[dict], params) -> tuple[list[l
             sizes.append(len(batch))
         return batch, is_prefill
 
-    monkeypatch.setattr(Scheduler, "schedule", spy)
+    monkeypatch.setattr(WavesScheduler, "schedule_batch", spy)
     outs = llm.generate(ps, params)
     monkeypatch.undo()
     return tokens(outs), sizes
@@ -124,10 +124,10 @@ def test_batch_larger_than_the_cache_runs_in_waves(monkeypatch, layout: str) -> 
     name = "tiny-llama"
     ps = prompts_for(name)
     params = [SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True) for n in (12, 3, 20, 7, 1, 16, 9)]
-    big, sizes = prefill_sizes(monkeypatch, load_llm(name), ps, params)
+    big, sizes = prefill_sizes(monkeypatch, LLM(name, device="cpu", scheduler="waves"), ps, params)
     assert sizes == [len(ps)]  # everything fits: one batch
     if layout == "paged":  # room for about two of these requests at a time
-        small = LLM(name, device="cpu", block_size=16, num_blocks=7)
+        small = LLM(name, device="cpu", block_size=16, num_blocks=7, scheduler="waves")
     else:
         row_len = max(len(p["prompt_token_ids"]) + sp.max_tokens for p, sp in zip(ps, params))
         two_rows = 2 * row_len * load_llm(name).kv_bytes_per_token

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import minikv.engine.llm as llm_module
+import minikv.engine.parts as llm_module  # where the model is resolved and loaded
 from conftest import load_llm
 from minikv import LLM, SamplingParams
 from minikv.cli import main

@@ -7,7 +7,8 @@ which would stall a GPU every layer), then attends through the block
 tables. It computes what :func:`~minikv.attention.torch_ref.paged_attention`
 computes, faster:
 
-- decode steps (one new token per sequence): one gather of every sequence's
+- decode rows (one new token; a whole decode step, or the decoding
+  sequences of a mixed step beside prefill chunks): one gather of their
   blocks into ``[batch, Hkv, max_len, D]``, then one fused SDPA call with a
   length mask (:func:`paged_decode_sdpa`); or, when sequences share leading
   blocks (a prefix-cache hit), shared-prefix attention that reads and
@@ -15,8 +16,8 @@ computes, faster:
   (:func:`~minikv.attention.cascade.cascade_decode`);
 - prefill of a sequence whose whole context is new: causal SDPA straight on
   the new k/v, no gather;
-- prefill after a cached prefix: gather that sequence's blocks, SDPA with a
-  bottom-right causal mask.
+- prefill (or a prefill chunk) after a cached prefix: gather that
+  sequence's blocks, SDPA with a bottom-right causal mask.
 
 Grouped-query decode without copying K/V per query head: the
 ``group = Hq // Hkv`` query heads that share a KV head are laid along SDPA's
@@ -104,27 +105,46 @@ class PagedStep:
         self.block_tables = block_tables
         self.starts = list(query_start_loc)
         self.context_lens = list(context_lens)
-        self.is_decode = all(e - s == 1 for s, e in zip(self.starts, self.starts[1:]))
+        n_new = [e - st for st, e in zip(self.starts, self.starts[1:])]
+        self.is_decode = all(n == 1 for n in n_new)
+        # rows with one new token decode together (a mixed step's too); the others prefill one by one
+        self.decode_rows = [b for b, n in enumerate(n_new) if n == 1 and self.context_lens[b] > 1]
+        if self.is_decode:
+            self.decode_rows = list(range(len(n_new)))
         self.cascade_plan: cascade_mod.CascadePlan | None = None
-        if self.is_decode and self.context_lens:
-            max_len = max(self.context_lens)
-            device = block_tables.device
+        device = block_tables.device
+        if self.decode_rows:
+            rows = self.decode_rows
+            tables = block_tables if self.is_decode else block_tables[rows]
+            lens_list = [self.context_lens[b] for b in rows]
+            self.decode_tables = tables
+            self.decode_q_rows = torch.tensor([self.starts[b] for b in rows], device=device)
+            max_len = max(lens_list)
             use_cascade = cascade_mod.ENABLED if cascade is None else cascade
             if use_cascade and decode_fn is None:  # the shared prefix is found once per step, not per layer
-                self.cascade_plan = cascade_mod.CascadePlan.build(block_tables, self.context_lens, pool.block_size)
-            self.lens = lens = torch.tensor(self.context_lens, device=device)
+                self.cascade_plan = cascade_mod.CascadePlan.build(tables, lens_list, pool.block_size)
+            self.lens = lens = torch.tensor(lens_list, device=device)
             if self.cascade_plan is None:
-                self.slots = gather_slots(block_tables, max_len, pool.block_size)  # [B, max_len]
+                self.slots = gather_slots(tables, max_len, pool.block_size)  # [B_decode, max_len]
                 self.valid = (torch.arange(max_len, device=device)[None, :] < lens[:, None])[:, None, None, :]
         # prefill after a cached prefix: each such sequence's slots and causal mask, once for all layers
         self.prefix_reads: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        decoding = set(self.decode_rows)
         if not self.is_decode:
             for b, context_len in enumerate(self.context_lens):
-                n_new = self.starts[b + 1] - self.starts[b]
-                if 0 < n_new < context_len:
+                n = n_new[b]
+                if b not in decoding and 0 < n < context_len:
                     slots = gather_slots(block_tables[b:b + 1], context_len, pool.block_size)[0]
-                    allowed = torch.ones(n_new, context_len, dtype=torch.bool, device=block_tables.device)
-                    self.prefix_reads[b] = (slots, allowed.tril(diagonal=context_len - n_new))
+                    allowed = torch.ones(n, context_len, dtype=torch.bool, device=device)
+                    self.prefix_reads[b] = (slots, allowed.tril(diagonal=context_len - n))
+
+    def _decode(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
+        """Attention of the one-token rows ``q [B_decode, Hq, D]``, batched (cascade, plugged fn or SDPA)."""
+        if self.decode_fn is not None:
+            return self.decode_fn(q, k_cache, v_cache, self.decode_tables, self.lens, self.scale)
+        if self.cascade_plan is not None:
+            return cascade_mod.cascade_decode(q, k_cache, v_cache, self.cascade_plan, self.scale)
+        return paged_decode_sdpa(q, k_cache, v_cache, self.slots, self.valid, self.scale)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q [T, Hq, D]; k, v [T, Hkv, D] -> [T, Hq, D]
@@ -132,16 +152,15 @@ class PagedStep:
         # slot s is row s of the flat [num_blocks * block_size, Hkv, D] view; the runner never pads
         k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, self.slot_mapping, k.to(k_cache.dtype))
         v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, self.slot_mapping, v.to(v_cache.dtype))
-        if self.is_decode and self.decode_fn is not None:
-            return self.decode_fn(q, k_cache, v_cache, self.block_tables, self.lens, self.scale)
-        if self.is_decode and self.cascade_plan is not None:
-            return cascade_mod.cascade_decode(q, k_cache, v_cache, self.cascade_plan, self.scale)
         if self.is_decode:
-            return paged_decode_sdpa(q, k_cache, v_cache, self.slots, self.valid, self.scale)
+            return self._decode(q, k_cache, v_cache)
         out = torch.empty_like(q)
+        if self.decode_rows:
+            out[self.decode_q_rows] = self._decode(q[self.decode_q_rows], k_cache, v_cache)
+        decoding = set(self.decode_rows)
         for b, context_len in enumerate(self.context_lens):
             start, end = self.starts[b], self.starts[b + 1]
-            if end == start:
+            if end == start or b in decoding:
                 continue
             if b not in self.prefix_reads:  # the whole context is new: no need to read the cache
                 out[start:end] = causal_attention(q[start:end], k[start:end].transpose(0, 1),

@@ -7,12 +7,15 @@ blocks (``cache.stats()``). The manager only knows which sequences hold
 blocks (their :class:`~minikv.kv.BlockTable` s), so it can always give them
 all back:
 
-1. ``allocate``: ``match`` the prompt (the hit's blocks are shared by
-   pointer and their tokens are not computed again), copy a partly shared
-   block on the pool if the hit ends inside one (copy-on-write), then reserve
-   the rest of the blocks the sequence may ever need (prompt + ``max_tokens``,
-   capped at the model's context), so a running sequence never runs out of
-   room and nothing has to be preempted (chapter 05's scheduler changes that).
+1. admission: ``match`` the sequence's tokens (the hit's blocks are shared
+   by pointer and their tokens are not computed again), copy a partly shared
+   block on the pool if the hit ends inside one (copy-on-write), then take
+   blocks for the tokens to compute. The continuous scheduler (``admit``)
+   takes only what this step's chunk needs; each later step ``grow`` s the
+   table when its last block fills, and a sequence that cannot grow is
+   preempted by the scheduler. The waves baseline (``allocate``) reserves
+   everything the sequence may ever need (prompt + ``max_tokens``, capped at
+   the model's context) so nothing is ever preempted.
    All or nothing: if anything raises, every block taken is released first.
 2. ``cache_computed``: after a forward, register the blocks whose K/V are now
    written, so later requests (even in the same batch) can hit them;
@@ -88,12 +91,53 @@ class BlockManager:
                 raise
             self._take_blocks(seq)  # a pool of free blocks: the whole need fits, whatever the match
 
-    def _take_blocks(self, seq: Sequence) -> None:
+    def admit(self, seq: Sequence, max_new_tokens: int) -> int:
+        """Match ``seq`` and take blocks for its hit plus up to ``max_new_tokens`` tokens to compute now.
+
+        Returns how many tokens it will compute this step (``len(seq)`` minus
+        the hit, at most ``max_new_tokens``), or 0 holding nothing when the
+        blocks are not to be had now. Alone (no other sequence holds blocks) it
+        first drops every evictable cached prefix and tries once more.
+        """
+        assert seq.block_table is None, f"sequence {seq.request_id} already holds blocks"
+        assert max_new_tokens >= 1
+
+        def need(hit_tokens: int) -> int:
+            return hit_tokens + min(len(seq) - hit_tokens, max_new_tokens)
+
+        try:
+            self._take_blocks(seq, need)
+        except KVCacheFull:
+            if self.holders or not self.cache.evict(self.cache.num_blocks):
+                return 0
+            try:
+                self._take_blocks(seq, need)
+            except KVCacheFull:
+                return 0
+        return min(len(seq) - seq.num_computed_tokens, max_new_tokens)
+
+    def grow(self, seq: Sequence, num_new_tokens: int) -> bool:
+        """Take the blocks ``seq`` needs to compute ``num_new_tokens`` more tokens; False (taking none) if short."""
+        table = seq.block_table
+        assert table is not None and table.num_tokens == seq.num_computed_tokens
+        missing = table.blocks_needed(num_new_tokens)
+        if missing:
+            if missing > self.cache.num_allocatable:
+                return False
+            try:
+                table.blocks += self.cache.allocate(missing)
+            except KVCacheFull:
+                return False
+        return True
+
+    def _take_blocks(self, seq: Sequence, need=None) -> None:
+        """Match, copy a partly shared block, and take blocks for ``need(hit)`` tokens (default: the reservation)."""
         taken: list[int] = []
         try:
-            hit = self.cache.match(seq.prompt_token_ids, seq.params.cache_salt)
+            hit = self.cache.match(seq.token_ids, seq.params.cache_salt)
             taken = list(hit.block_ids)
-            taken += self.cache.allocate(max(0, self.blocks_needed(seq) - len(taken)))
+            tokens = self.tokens_needed(seq) if need is None else need(hit.num_cached_tokens)
+            taken += self.cache.allocate(max(0, cdiv(tokens, self.block_size) - len(taken)))
             if hit.copy_from_block is not None:  # a partly shared block: copy its K/V into our own
                 self.pool.copy_block(hit.copy_from_block, hit.block_ids[-1], hit.copy_tokens)
         except BaseException:  # an interrupt too: give back what was taken, then let it through
@@ -101,15 +145,25 @@ class BlockManager:
                 self.cache.release(taken)
             raise
         seq.block_table = BlockTable(self.block_size, taken, hit.num_cached_tokens)
-        seq.num_computed_tokens = seq.num_cached_tokens = hit.num_cached_tokens
+        seq.num_computed_tokens = hit.num_cached_tokens
+        if not seq.admitted:  # the first admission's hit is the request's; a resumed one hits its own blocks
+            seq.num_cached_tokens = hit.num_cached_tokens
+            explain = getattr(self.cache, "explain_miss", None)
+            if explain is not None:
+                seq.miss = explain(seq.prompt_token_ids, seq.params.cache_salt, hit.num_cached_tokens)
+            seq.admitted = True
         self.holders[seq.request_id] = seq
 
-    def make_room(self, seq: Sequence) -> None:
-        """Give the tokens that the next forward writes (``num_computed_tokens..len(seq)``) their slots."""
+    def make_room(self, seq: Sequence, num_new_tokens: int | None = None) -> None:
+        """Give the tokens that the next forward writes their slots (default: ``num_computed_tokens..len(seq)``).
+
+        The blocks must be there already (reserved by ``allocate``, or taken by ``admit`` / ``grow``).
+        """
         table = seq.block_table
+        n = len(seq) - seq.num_computed_tokens if num_new_tokens is None else num_new_tokens
         assert table is not None and table.num_tokens == seq.num_computed_tokens
-        assert table.blocks_needed(len(seq) - table.num_tokens) == 0, "beyond the sequence's reservation"
-        table.num_tokens = len(seq)
+        assert table.blocks_needed(n) == 0, "beyond the sequence's blocks"
+        table.num_tokens = seq.num_computed_tokens + n
 
     def cache_computed(self, seq: Sequence) -> None:
         """Offer the blocks whose K/V are written (``token_ids[:num_computed_tokens]``) to the prefix cache."""

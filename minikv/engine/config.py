@@ -95,7 +95,7 @@ class EngineConfig:
 
     kv_cache_memory: int | None = None
     """The KV cache's budget in bytes, a positive int. Default: 4 full-context sequences, capped at
-    256 MiB on CPU and 4 GiB on a GPU (see :func:`~minikv.engine.llm.default_kv_cache_memory`)."""
+    256 MiB on CPU and 4 GiB on a GPU (see :func:`~minikv.engine.parts.default_kv_cache_memory`)."""
 
     kv_cache_cls: type | None = None
     """Chapter 01: your contiguous KV-cache class (implies the contiguous layout). Default: the engine's."""

@@ -33,7 +33,7 @@ class Batch:
     rows: list[int]  # B, each sequence's row of the padded cache (empty for the paged pool)
     query_start_loc: list[int]  # B + 1: sequence b's tokens are rows [b] .. [b + 1] - 1
     context_lens: list[int]  # B: tokens in the cache once this step's are written
-    logits_indices: torch.Tensor  # [B] long, the last new token of each sequence
+    logits_indices: torch.Tensor  # [S] long, the last token of each sequence whose chunk reaches its end
 
 
 class ModelRunner:
@@ -55,15 +55,20 @@ class ModelRunner:
             self.step_cls = TritonPagedStep
         self.paged = isinstance(kv, KVPool)
 
-    def prepare(self, seqs: list[Sequence]) -> Batch:
-        """Each sequence feeds its tokens ``num_computed_tokens .. len(seq)`` (the whole prompt at prefill, then 1)."""
+    def prepare(self, scheduled: list[tuple[Sequence, int]]) -> Batch:
+        """Sequence ``s`` scheduled for ``n`` tokens feeds ``token_ids[num_computed_tokens : num_computed_tokens + n]``.
+
+        (A whole prompt at its prefill, a chunk of it with chunked prefill, then 1 per decode step.)
+        Logits are asked only where a sequence's chunk reaches its end: those sample a token.
+        """
         ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
         starts, lens, tables = [0], [], []
         rows: list[int] = []
-        for seq in seqs:
-            begin, end = seq.num_computed_tokens, len(seq)
+        last: list[int] = []
+        for seq, n in scheduled:
+            begin, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             if self.paged:
                 table = seq.block_table
                 assert table is not None, f"sequence {seq.request_id} was scheduled without blocks"
@@ -76,12 +81,14 @@ class ModelRunner:
             positions += range(begin, end)
             starts.append(starts[-1] + end - begin)
             lens.append(end)
+            if end == len(seq):
+                last.append(starts[-1] - 1)
 
         def as_tensor(xs: list[int]) -> torch.Tensor:
             return torch.tensor(xs, dtype=torch.long, device=self.device)
 
         return Batch(as_tensor(ids), as_tensor(positions), as_tensor(slots), tables, rows, starts, lens,
-                     as_tensor([s - 1 for s in starts[1:]]))
+                     as_tensor(last))
 
     def make_step(self, batch: Batch) -> AttentionStep:
         if self.paged:
@@ -93,8 +100,11 @@ class ModelRunner:
         return PaddedStep(self.kv, batch.rows, batch.query_start_loc, batch.context_lens, self.scale)
 
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence]) -> list[int]:
-        """One forward over ``seqs``; returns the next token of each."""
-        batch = self.prepare(seqs)
-        logits = self.model(batch.input_ids, batch.positions, self.make_step(batch), batch.logits_indices)  # [B, vocab]
-        return sample(logits, seqs)
+    def run(self, scheduled: list[tuple[Sequence, int]]) -> dict[int, int]:
+        """One forward over the scheduled chunks; the next token of each sequence that reached its end, by request id."""
+        batch = self.prepare(scheduled)
+        logits = self.model(batch.input_ids, batch.positions, self.make_step(batch), batch.logits_indices)  # [S, vocab]
+        ready = [seq for seq, n in scheduled if seq.num_computed_tokens + n == len(seq)]
+        if not ready:
+            return {}
+        return {seq.request_id: token for seq, token in zip(ready, sample(logits, ready))}

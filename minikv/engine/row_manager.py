@@ -4,7 +4,7 @@ The contiguous layout sizes one batch's cache for its longest sequence:
 ``num_rows`` rows of ``row_len`` token slots. Each admitted sequence takes one
 whole row (``seq.kv_row``) until it finishes; nothing is shared or cached.
 It has the same methods as :class:`~minikv.engine.block_manager.BlockManager`
-so the :class:`~minikv.engine.scheduler.Scheduler` drives both alike.
+so the :class:`~minikv.engine.waves.WavesScheduler` drives both alike.
 """
 
 from __future__ import annotations

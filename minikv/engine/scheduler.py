@@ -1,72 +1,116 @@
-"""Scheduler: which sequences run in the next forward pass (simple first-come, first-served for now).
+"""Scheduler: vLLM v1's unified, token-budget scheduler (chapter 05).
 
-Sequences wait in arrival order. Each step either admits waiting sequences
-(as many as their reserved blocks fit, oldest first) and prefills them
-together, or, when none can be admitted, runs one decode step for every
-running sequence. A finished sequence frees its blocks at once, so the next
-waiting ones are admitted as earlier ones finish ("waves"). Chapter 05
-replaces this with continuous batching, preemption and cache-aware order.
+There is no prefill phase and decode phase: every request has
+``num_computed_tokens`` (K/V in the cache) chasing ``len(seq)`` (prompt +
+generated so far). Each step has a budget of ``max_num_batched_tokens``
+tokens, planned by :func:`~minikv.engine.step_plan.fill_budget` (or the
+``schedule_fn`` plugged in its place):
 
-KV space comes from a :class:`KVSpace`: the paged pool's
-:class:`~minikv.engine.block_manager.BlockManager` or the contiguous
-layout's :class:`~minikv.engine.row_manager.RowManager`. Admission is
-all-or-nothing per sequence, and a sequence moves from ``waiting`` to
-``running`` the moment it holds KV space; the manager itself also tracks it
-from then on, so :meth:`Scheduler.abort_all` gives everything back whatever
-raised (the model, sampling, the prefix cache, an interrupt) and wherever.
+1. running requests first, oldest admitted first: one token each for a
+   decode, or the next chunk of an unfinished prefill;
+2. then waiting requests in the scheduling policy's order
+   (:mod:`minikv.engine.policies`; FCFS by default), each from its prefix-cache hit.
 
-In-batch prefix sharing: with a prefix cache on, a waiting sequence that
-shares a not-yet-cached full block with one admitted in the same step waits
-one step, so the shared prefix is computed once (by the first) and then hit
-(by the others), as SGLang does for prompts that arrive together.
+Carrying the plan out, blocks are taken on demand. A running request whose
+last block is full asks the :class:`~minikv.engine.block_manager.BlockManager`
+to ``grow``; if no block can be had, the last running request (the newest;
+:func:`~minikv.engine.step_plan.choose_victim`) is preempted by recompute:
+its computed blocks go to the prefix cache (cached, evictable), it is reset
+to zero computed tokens and put back at the front of the waiting queue, where
+it usually hits its own blocks when it resumes. A step that preempted admits
+nobody. A waiting request is admitted with its hit plus the blocks of its
+planned chunk; the first one that cannot get them stops admission this step.
+
+In-batch prefix sharing (``share_in_batch``, on with a prefix cache): a
+waiting request that shares a full block not yet cached with a request
+admitted this step or still prefilling waits, so the shared part is computed
+once and then hit.
+
+Invariant: a sequence is in ``running`` exactly while it holds blocks (the
+block manager's ``holders``), so :meth:`Scheduler.abort_all` frees everything.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Protocol
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass, field
+from typing import Any
 
+from minikv.engine.block_manager import BlockManager
+from minikv.engine.policies import make_policy
 from minikv.engine.sequence import Sequence
-from minikv.errors import KVCacheFull
+from minikv.engine.step_plan import RequestView, ScheduleFn, choose_victim, fill_budget
+from minikv.errors import InvalidRequestError
 
 
-class KVSpace(Protocol):
-    """What the scheduler asks of a KV manager (blocks of a pool, or rows of a padded cache)."""
+@dataclass
+class SchedulerOutput:
+    """One step's work: ``scheduled`` (sequence, tokens to compute) pairs, running ones first; who was preempted."""
 
-    def can_allocate(self, seq: Sequence) -> bool: ...
+    scheduled: list[tuple[Sequence, int]]
+    preempted: list[Sequence] = field(default_factory=list)
 
-    def allocate(self, seq: Sequence) -> None:
-        """Give ``seq`` its KV space, all or nothing; sets ``seq.num_computed_tokens`` (its cache hit)."""
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(n for _, n in self.scheduled)
 
-    def make_room(self, seq: Sequence) -> None:
-        """Slots for the tokens the next forward writes."""
 
-    def cache_computed(self, seq: Sequence) -> None:
-        """Offer what is computed to the prefix cache (a no-op without one)."""
+def shares_uncached_block(seq: Sequence, others: list[Sequence], block_size: int) -> bool:
+    """Whether ``seq``'s prompt shares a full block with one of ``others`` beyond what that one has computed."""
+    for other in others:
+        if other.params.cache_salt != seq.params.cache_salt:
+            continue
+        common = len(os.path.commonprefix([seq.prompt_token_ids, other.prompt_token_ids]))
+        if common // block_size > max(other.num_computed_tokens, other.num_cached_tokens) // block_size:
+            return True
+    return False
 
-    def free(self, seq: Sequence, keep: bool = True) -> None: ...
 
-    def free_all(self) -> None:
-        """Free every sequence still holding KV space."""
+class _Views(SequenceABC):
+    """Waiting requests as :class:`RequestView` s, each peeked at the cache only when the planner reaches it.
+
+    The planner stops when the budget is spent, so a long queue costs a few peeks per step, not one per request.
+    """
+
+    def __init__(self, seqs: list[Sequence], peek: Any) -> None:
+        self.seqs, self.peek = seqs, peek
+        self._done: list[RequestView] = []
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        while len(self._done) <= i:
+            s = self.seqs[len(self._done)]
+            hit = self.peek(s.token_ids, s.params.cache_salt) if self.peek is not None else 0
+            self._done.append(RequestView(s.request_id, hit, len(s)))
+        return self._done[i]
 
 
 class Scheduler:
-    """Waiting and running lists over one :class:`KVSpace`.
+    """Continuous batching over a :class:`BlockManager`: one long-lived scheduler per engine."""
 
-    ``max_num_seqs`` caps the running batch; ``max_num_batched_tokens`` caps
-    the new tokens of one prefill (a longer single prompt is still admitted alone).
-    ``block_size`` (with ``share_in_batch``) is the granularity of in-batch sharing.
-    """
-
-    def __init__(self, kv: KVSpace, eos_ids: set[int], max_model_len: int,
-                 max_num_seqs: int = 256, max_num_batched_tokens: int = 16384, share_in_batch: bool = False,
-                 block_size: int = 1) -> None:
-        self.share_in_batch, self.block_size = share_in_batch, block_size
-        self.kv, self.eos_ids, self.max_model_len = kv, eos_ids, max_model_len
-        self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
+    def __init__(self, blocks: BlockManager, eos_ids: set[int], max_model_len: int, *,
+                 max_num_batched_tokens: int = 8192, max_num_seqs: int = 256, enable_chunked_prefill: bool = True,
+                 long_prefill_token_threshold: int = 0, policy: Any = None, schedule_fn: ScheduleFn | None = None,
+                 share_in_batch: bool = False) -> None:
+        self.blocks, self.eos_ids, self.max_model_len = blocks, eos_ids, max_model_len
+        self.block_size = blocks.block_size
+        self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
+        self.enable_chunked_prefill = enable_chunked_prefill
+        self.long_prefill_token_threshold = long_prefill_token_threshold
+        self.policy = make_policy(policy if policy is not None else "fcfs")
+        self.schedule_fn: ScheduleFn = schedule_fn or fill_budget
+        self.share_in_batch = share_in_batch
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -75,68 +119,121 @@ class Scheduler:
     def is_finished(self) -> bool:
         return not self.waiting and not self.running
 
-    def schedule(self) -> tuple[list[Sequence], bool]:
-        """The sequences of the next forward and whether it is a prefill (else a decode step)."""
-        admitted: list[Sequence] = []
-        num_tokens = 0
-        while self.waiting and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
-            new_tokens = len(seq) - seq.num_computed_tokens
-            if admitted and num_tokens + new_tokens > self.max_num_batched_tokens:
-                break
-            if not self.kv.can_allocate(seq):
-                break
-            if self.share_in_batch and self._shares_uncached_block(seq, admitted):
-                break
-            try:
-                self.kv.allocate(seq)  # all or nothing; from here on the manager tracks it
-            except KVCacheFull:
-                if not self.running:
-                    raise
-                break  # (a partial prefix hit pins one block more than can_allocate counts) wait for room
-            self.running.append(self.waiting.popleft())
-            admitted.append(seq)
-            num_tokens += new_tokens
-        if admitted:
-            batch, is_prefill = admitted, True
-        else:
-            assert self.running, "a waiting sequence fits no empty pool; check_fits should have refused it"
-            batch, is_prefill = list(self.running), False
-        for seq in batch:
-            self.kv.make_room(seq)
-        return batch, is_prefill
+    # ---- one step -----------------------------------------------------------------------------------
+    def _views(self, seqs: list[Sequence]) -> list[RequestView]:
+        return [RequestView(s.request_id, s.num_computed_tokens, len(s)) for s in seqs]
 
-    def _shares_uncached_block(self, seq: Sequence, admitted: list[Sequence]) -> bool:
-        """Whether ``seq`` shares a full block with an admitted sequence beyond that one's cache hit."""
-        bs = self.block_size
-        for other in admitted:
-            if other.params.cache_salt != seq.params.cache_salt:
+    def schedule(self) -> SchedulerOutput:
+        """Plan the step's token budget, take blocks for it (preempting if the pool runs dry), admit."""
+        ordered = self.policy.order(list(self.waiting), self.blocks.cache) if self.waiting else []
+        waiting = _Views(ordered, getattr(self.blocks.cache, "peek", None))
+        plan = self.schedule_fn(self._views(self.running), waiting,
+                                self.max_num_batched_tokens, self.long_prefill_token_threshold,
+                                self.max_num_seqs, self.enable_chunked_prefill)
+        self._check_plan(plan, ordered)
+        out = SchedulerOutput([])
+        self._grow_running(plan, out)
+        if not out.preempted:
+            self._admit(plan, ordered, out)
+        for seq, n in out.scheduled:
+            self.blocks.make_room(seq, n)
+        return out
+
+    def _check_plan(self, plan: dict[int, int], ordered: list[Sequence]) -> None:
+        """A plugged-in ``schedule_fn`` must plan only known requests, >= 1 token each, within the budget."""
+        if self.schedule_fn is fill_budget:
+            return
+        known = {s.request_id: len(s) - s.num_computed_tokens for s in self.running}
+        known.update((s.request_id, len(s)) for s in ordered)
+        for rid, n in plan.items():
+            if rid not in known or not isinstance(n, int) or not 1 <= n <= known[rid]:
+                raise InvalidRequestError(f"schedule_fn planned {n!r} tokens for request {rid!r}; a plan maps ids of "
+                                          "running or waiting requests to 1 .. the tokens they are behind")
+        if sum(plan.values()) > self.max_num_batched_tokens:
+            raise InvalidRequestError(f"schedule_fn planned {sum(plan.values())} tokens, over the step's budget of "
+                                      f"{self.max_num_batched_tokens}")
+
+    def _grow_running(self, plan: dict[int, int], out: SchedulerOutput) -> None:
+        i = 0
+        while i < len(self.running):
+            seq = self.running[i]
+            n = plan.get(seq.request_id, 0)
+            if n <= 0:
+                i += 1
                 continue
-            common = len(os.path.commonprefix([seq.prompt_token_ids, other.prompt_token_ids]))
-            if common // bs > other.num_cached_tokens // bs:
-                return True
-        return False
+            while not self.blocks.grow(seq, n):
+                victim = self.running[choose_victim(self._views(self.running))]
+                self._preempt(victim, alone=len(self.running) == 1)
+                out.preempted.append(victim)
+                if victim is seq:
+                    break
+            else:
+                out.scheduled.append((seq, n))
+                i += 1
 
-    def postprocess(self, seqs: list[Sequence], tokens: list[int], is_prefill: bool = False) -> list[Sequence]:
-        """Record each sequence's new token; free and return the ones that finished.
+    def _preempt(self, seq: Sequence, alone: bool) -> None:
+        """Recompute later: its computed blocks go to the cache, it restarts from 0 at the front of the queue.
 
-        After a prefill, the prompt's blocks are offered to the prefix cache at once.
+        A request that cannot grow even alone gives its blocks back uncached,
+        so it does not resume onto a copy-on-write hit that pins one block too many.
+        """
+        self.running.remove(seq)
+        self.blocks.free(seq, keep=not alone)
+        seq.num_computed_tokens = 0
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(seq)
+
+    def _admit(self, plan: dict[int, int], ordered: list[Sequence], out: SchedulerOutput) -> None:
+        admitted: list[Sequence] = []
+        prefilling = [s for s in self.running if s.num_computed_tokens < len(s.prompt_token_ids)]
+        for seq in ordered:
+            n = plan.get(seq.request_id)
+            if n is None:
+                continue
+            if self.share_in_batch and shares_uncached_block(seq, admitted + prefilling, self.block_size):
+                continue  # waits one step: the shared blocks are computed once, then hit
+            n = self.blocks.admit(seq, n)
+            if n == 0:
+                break  # no blocks for it now: the rest wait too (head of line)
+            self.waiting.remove(seq)
+            self.running.append(seq)
+            admitted.append(seq)
+            out.scheduled.append((seq, n))
+
+    # ---- after the forward --------------------------------------------------------------------------
+    def postprocess(self, out: SchedulerOutput, tokens: dict[int, int]) -> list[Sequence]:
+        """Advance each scheduled sequence; append the sampled tokens (``request_id -> token``); free the finished.
+
+        A sequence whose chunk reached its end sampled a token; one still
+        prefilling did not. Newly computed prompt blocks are offered to the cache at once.
         """
         done = []
-        for seq, token in zip(seqs, tokens):
-            seq.num_computed_tokens = len(seq)
-            if is_prefill and not seq.finished:
-                self.kv.cache_computed(seq)
+        for seq, n in out.scheduled:
+            seq.num_computed_tokens += n
+            if seq.num_computed_tokens <= len(seq.prompt_token_ids):
+                self.blocks.cache_computed(seq)
+            token = tokens.get(seq.request_id)
+            if token is None:
+                continue
             seq.append(token, self.eos_ids, self.max_model_len)
             if seq.finished:
-                self.kv.free(seq)
+                self.blocks.free(seq)
                 done.append(seq)
         if done:
             self.running = [s for s in self.running if not s.finished]
         return done
 
+    def abort(self, seq: Sequence) -> None:
+        """Drop one sequence, waiting or running, and give its blocks back (what it computed stays cached)."""
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        elif seq in self.running:
+            self.running.remove(seq)
+            self.blocks.free(seq)
+
     def abort_all(self) -> None:
-        """Free the KV space of every unfinished sequence (after an error or an interrupt); empty both lists."""
+        """Free every unfinished sequence's blocks (after an error or an interrupt); empty both lists."""
         self.running.clear()
         self.waiting.clear()
-        self.kv.free_all()
+        self.blocks.free_all()

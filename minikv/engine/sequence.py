@@ -9,6 +9,7 @@ import torch
 
 from minikv.kv.block_table import BlockTable
 from minikv.outputs import RequestMetrics
+from minikv.prefix.report import MissReport
 from minikv.sampling import SamplingParams
 
 
@@ -35,9 +36,18 @@ class Sequence:
     num_computed_tokens: int = 0
     block_table: BlockTable | None = None
     kv_row: int | None = None
+    external_id: object = None
+    admitted: bool = False
+    num_preemptions: int = 0
+    num_emitted: int = 0
+    counted: bool = False  # its prompt is in the engine's stats
+    miss: MissReport | None = None
 
     def __post_init__(self) -> None:
-        self.metrics.arrival_time = time.perf_counter()
+        if self.external_id is None:
+            self.external_id = self.request_id
+        if not self.metrics.arrival_time:
+            self.metrics.arrival_time = time.perf_counter()
         self.metrics.num_prompt_tokens = len(self.prompt_token_ids)
 
     @property

@@ -28,6 +28,9 @@ engine checks with ``hasattr`` and does without):
   eviction order. All three caches here have it; the hash and radix caches
   remember recently evicted blocks in a bounded ghost list for it
   (:mod:`minikv.prefix.ghost`).
+- ``peek(token_ids, salt=None) -> int``: what ``match`` would hit right now,
+  with no side effects (see the comment in :class:`PrefixCache`); the
+  scheduling policies rank waiting requests with it.
 """
 
 from __future__ import annotations
@@ -127,6 +130,13 @@ class PrefixCache(Protocol):
         """``n`` fresh, unshared blocks with ref 1; all-or-nothing ``KVCacheFull``."""
         ...
 
+    # Optional (not part of the runtime check): ``peek(token_ids, salt=None) -> int``,
+    # the ``num_cached_tokens`` that ``match`` would return right now, with the same
+    # last-token cap, salt isolation and page rules, but taking no reference and
+    # changing nothing: no counters, no LRU order, no clocks or hit counts. A
+    # scheduler calls it to rank waiting requests (minikv.engine.policies); a cache
+    # without it counts as a 0-token hit for every request. All caches here have it.
+
     def insert(self, token_ids: Sequence[int], block_ids: Sequence[int], salt: str | None = None) -> int:
         """Make the full blocks of a sequence shareable; returns how many became newly cached.
 
@@ -193,6 +203,11 @@ class NoPrefixCache:
     def ref_count(self, block_id: int) -> int:
         """References on the block (0 or 1: nothing is shared)."""
         return self._ledger.ref_count(block_id)
+
+    def peek(self, token_ids: Sequence[int], salt: str | None = None) -> int:
+        """Always 0: nothing is cached. Counts nothing (``match`` counts the query)."""
+        as_token_ids(token_ids)
+        return 0
 
     def match(self, token_ids: Sequence[int], salt: str | None = None) -> Match:
         self._requests += 1

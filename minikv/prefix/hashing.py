@@ -50,11 +50,12 @@ from minikv.prefix.block_hashes import (
     resolve_hash_fn,
 )
 from minikv.prefix.ghost import ROOT_KEY, GhostList
+from minikv.prefix.hash_peek import HashPeekMixin
 from minikv.prefix.hash_policy import HashEvictionMixin, _Entry
 from minikv.prefix.ledger import BlockLedger
 from minikv.prefix.policies import LRU, EvictionPolicy, bind_policy, resolve_policy
 
-class BlockHashCache(HashEvictionMixin):
+class BlockHashCache(HashPeekMixin, HashEvictionMixin):
     """A :class:`~minikv.prefix.PrefixCache` over chained block hashes (vLLM v1 style).
 
     Owns blocks ``0 .. num_blocks - 1``. Each block is *used* (ref > 0),
@@ -75,6 +76,14 @@ class BlockHashCache(HashEvictionMixin):
     eviction policy of :mod:`minikv.prefix.policies` (a heap of evictable
     blocks). ``ghost_size``: how many evicted block keys to remember for
     :meth:`explain_miss` (default ``num_blocks``; 0 remembers none).
+    ``peek`` comes from :mod:`minikv.prefix.hash_peek`.
+
+    >>> c = BlockHashCache(4, 2, policy="slru")
+    >>> table = c.allocate(2)
+    >>> c.insert([1, 2, 3, 4], table), c.release(table), c.stats().num_evictable
+    (2, None, 2)
+    >>> c.evict(1), c.explain_miss([1, 2, 3, 4, 5], None, 0)
+    (1, MissReport(hit=0, last_token=0, partial_block=1, evicted=4, other_salt=0, never_seen=0))
     """
 
     def __init__(

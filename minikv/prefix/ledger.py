@@ -67,7 +67,7 @@ def check_sizes(num_blocks: object, block_size: object) -> tuple[int, int]:
 def as_ints(values: Iterable[int], what: str, error: type[MinikvError]) -> list[int]:
     """``values`` as plain ints; ``error`` naming ``what`` for anything that is not an integer."""
     try:
-        return [operator.index(v) for v in values]
+        return list(map(operator.index, values))
     except TypeError as e:
         raise error(f"{what} must be integers: {e}") from None
 

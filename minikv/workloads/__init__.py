@@ -8,6 +8,10 @@
   (:mod:`~minikv.workloads.belady`; :func:`percent_of_optimum` compares a replay).
 - :func:`replay`: run a :class:`~minikv.prefix.PrefixCache` through a trace
   the way the engine does, without a model.
+- :mod:`~minikv.workloads.arrivals`: when requests arrive
+  (:func:`poisson_arrivals`, :func:`burst_arrivals`).
+- :func:`replay_scheduled`: replay with a waiting queue ordered by a
+  scheduling policy (FCFS, LPM, DFS-weight) each step, still without a model.
 
 >>> from minikv.prefix import BlockHashCache
 >>> trace = system_prompt_trace(20, system_len=64, question_len=8)
@@ -16,6 +20,7 @@
 True
 """
 
+from minikv.workloads.arrivals import burst_arrivals, poisson_arrivals
 from minikv.workloads.belady import (
     belady_hit_tokens,
     belady_tree_hit_tokens,
@@ -24,6 +29,7 @@ from minikv.workloads.belady import (
 )
 from minikv.workloads.ideal import PrefixTrie, ideal_hit_rate, ideal_hit_tokens
 from minikv.workloads.replay import PHASES, blocks_to_fit, replay
+from minikv.workloads.scheduled import ScheduledReplay, compare_policies, replay_scheduled
 from minikv.workloads.traces import (
     TRACE_KINDS,
     VOCAB,
@@ -33,6 +39,8 @@ from minikv.workloads.traces import (
     few_shot_trace,
     make_trace,
     multi_turn_trace,
+    shuffled_few_shot_groups,
+    shuffled_few_shot_trace,
     skewed_trace,
     system_prompt_trace,
 )
@@ -43,19 +51,26 @@ __all__ = [
     "VOCAB",
     "Length",
     "PrefixTrie",
+    "ScheduledReplay",
     "Trace",
     "belady_hit_tokens",
     "belady_tree_hit_tokens",
     "blocks_to_fit",
     "capacity_blocks",
     "branching_trace",
+    "burst_arrivals",
+    "compare_policies",
     "few_shot_trace",
     "ideal_hit_rate",
     "ideal_hit_tokens",
     "make_trace",
     "multi_turn_trace",
     "percent_of_optimum",
+    "poisson_arrivals",
     "replay",
+    "replay_scheduled",
+    "shuffled_few_shot_groups",
+    "shuffled_few_shot_trace",
     "skewed_trace",
     "system_prompt_trace",
 ]

@@ -177,6 +177,52 @@ def few_shot_trace(
     ]
 
 
+def shuffled_few_shot_trace(
+    n: int,
+    n_groups: int = 4,
+    preamble_len: Length = 1024,
+    question_len: Length = (16, 64),
+    header_len: Length = 0,
+    vocab: int = VOCAB,
+    seed: int = 0,
+) -> Trace:
+    """``n`` prompts in ``n_groups`` groups, each group one long few-shot preamble, shuffled.
+
+    Prompt ``i`` is ``header + preambles[g] + question``: ``n_groups``
+    preambles of ``preamble_len`` tokens (think: one set of examples per
+    task), a unique question each. Groups are as equal as they can be
+    (``n // n_groups`` or one more) and arrive in a random order, so
+    first-come-first-served interleaves them: with a cache that holds about
+    one preamble, most prompts find another group's preamble there and miss,
+    while an order that serves a group together hits on all but its first.
+    Shares: all prompts share ``header``; a group shares its preamble;
+    different groups share nothing else. The group of prompt ``i`` is
+    ``shuffled_few_shot_groups(n, n_groups, seed)[i]``.
+
+    >>> t = shuffled_few_shot_trace(8, n_groups=2, preamble_len=4, question_len=1, vocab=100)
+    >>> [p[:4] == t[0][:4] for p in t]
+    [True, False, True, False, True, True, False, False]
+    """
+    _positive(n_groups=n_groups)
+    seg = _Segments(seed, vocab)
+    header = seg(header_len, "header_len")
+    preambles = [header + seg(preamble_len, "preamble_len") for _ in range(n_groups)]
+    groups = shuffled_few_shot_groups(n, n_groups, seed)
+    return [preambles[g] + seg(question_len, "question_len") for g in groups]
+
+
+def shuffled_few_shot_groups(n: int, n_groups: int = 4, seed: int = 0) -> list[int]:
+    """The group of each prompt of :func:`shuffled_few_shot_trace` with that ``n``, ``n_groups``, ``seed``.
+
+    >>> shuffled_few_shot_groups(8, n_groups=2)
+    [1, 0, 1, 0, 1, 1, 0, 0]
+    """
+    _positive(n_groups=n_groups)
+    groups = [i % n_groups for i in range(n)]
+    random.Random(f"groups-{seed}").shuffle(groups)
+    return groups
+
+
 def branching_trace(
     n_trees: int = 1,
     branches: int = 3,
@@ -261,11 +307,12 @@ TRACE_KINDS: dict[str, Callable[[int, int, int], Trace]] = {
         -(-n // 121), branches=3, depth=4, vocab=vocab, seed=seed
     )[:n],
     "skewed": lambda n, vocab, seed: skewed_trace(n, vocab=vocab, seed=seed),
+    "shuffled-few-shot": lambda n, vocab, seed: shuffled_few_shot_trace(n, vocab=vocab, seed=seed),
 }
 """Each kind with its default shape, as ``(n_requests, vocab, seed) -> trace`` of that many prompts.
 
 ``multi-turn``: conversations of 10 turns; ``branching``: trees of 3 branches,
-4 levels deep (121 prompts a tree).
+4 levels deep (121 prompts a tree); ``shuffled-few-shot``: 4 groups of 1,024-token preambles.
 """
 
 
@@ -292,6 +339,8 @@ __all__ = [
     "few_shot_trace",
     "make_trace",
     "multi_turn_trace",
+    "shuffled_few_shot_groups",
+    "shuffled_few_shot_trace",
     "skewed_trace",
     "system_prompt_trace",
 ]

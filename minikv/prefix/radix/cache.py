@@ -17,7 +17,7 @@ from minikv.prefix.ghost import GhostList, block_keys, check_hit, classify
 from minikv.prefix.ledger import BlockLedger, whole_number
 from minikv.prefix.policies import EvictionPolicy, bind_policy, resolve_policy
 from minikv.prefix.radix.inspection import RadixInspection
-from minikv.prefix.radix.node import InsertResult, make_namespace
+from minikv.prefix.radix.node import InsertResult, RadixNode, make_namespace
 from minikv.prefix.radix.tree import RadixTree
 from minikv.prefix.report import MissReport
 
@@ -132,6 +132,58 @@ class RadixCache(RadixTree, RadixInspection):
             hit_tokens=self._hit_tokens,
             evictions=self._evictions,
         )
+
+    def peek(
+        self,
+        token_ids: Sequence[int],
+        salt: str | None = None,
+        *,
+        extra_keys: Sequence[Hashable] = (),
+    ) -> int:
+        """The ``num_cached_tokens`` that :meth:`match` would return now; changes nothing.
+
+        Same rules as ``match``: whole pages, the last token never hits, one
+        tree per salt, and a partial last block (``page_size < block_size``)
+        only with ``partial_copy`` and only when ``match`` could get the
+        fresh block to copy it into (else the hit is cut to whole blocks).
+        Nothing is split, locked, stamped or counted: the eviction order, the
+        clock, hit counts and ``stats()`` stay as they were.
+
+        >>> c = RadixCache(4, 2, page_size=1)
+        >>> c.insert([1, 2, 3], c.allocate(2))
+        2
+        >>> c.peek([1, 2, 3, 9]), c.peek([1, 2, 3]), c.peek([1, 2, 3, 9], salt="x")
+        (3, 2, 0)
+        >>> c.stats().requests
+        0
+        """
+        tokens = as_token_ids(token_ids)
+        root = self._roots.get(make_namespace(salt, extra_keys))
+        if root is None or len(tokens) < 2:
+            return 0
+        bs = self.block_size
+        _, length, _ = self._walk(root, tokens, len(tokens) - 1)  # the last-token rule
+        if length % bs and not self.partial_copy:
+            length -= length % bs
+        if length % bs and self.num_allocatable <= self._evictable_on_path(root, tokens, length):
+            length -= length % bs  # match could not get the copy's fresh block
+        return length
+
+    def _evictable_on_path(self, root: RadixNode, tokens: list[int], length: int) -> int:
+        """Evictable blocks that ``match`` would lock on the path of ``tokens[:length]``.
+
+        ``match`` locks every node of that path (the edge it ends in split
+        first), so each one still unlocked stops being evictable: all its
+        owned blocks, and of a split edge the blocks its upper part would own.
+        """
+        path, _, edge = self._walk(root, tokens, length)
+        lost = sum(node.num_owned for node in path if node.lock_ref == 0)
+        if edge is not None and edge[0].lock_ref == 0:
+            node, k = edge
+            bs = self.block_size
+            upper_blocks = (node.start + k - 1) // bs - node.start // bs + 1
+            lost += upper_blocks - node.shares_first_block
+        return lost
 
     # -------------------------------------------------------------- operations
 
