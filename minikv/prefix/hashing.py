@@ -111,16 +111,17 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
         self._by_hash: dict[bytes, _Entry] = {}
         self._by_block: dict[int, _Entry] = {}
         self._uids = itertools.count(1)
-        self.policy = bind_policy(resolve_policy(policy), self.num_blocks, self.block_size)
-        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
-        self._generation = getattr(self.policy, "generation", 0)
-        self._queue_lru = isinstance(self.policy, LRU)  # the free queue is the eviction order
+        self._policy = resolve_policy(policy)  # a stateful one is bound afresh on each reset
+        self._queue_lru = isinstance(self._policy, LRU)  # the free queue is the eviction order
         self._heap: list[tuple[object, int, _Entry]] = []  # evictable blocks (others: policy order)
         self._ghost = GhostList(self.num_blocks if ghost_size is None else ghost_size)
         self._live: dict[int, list[Hashable]] = {}  # ghost key -> salts of cached blocks with it
         self._reset_pool_and_counters()
 
     def _reset_pool_and_counters(self) -> None:
+        self.policy = bind_policy(self._policy, self.num_blocks, self.block_size)
+        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
+        self._generation = getattr(self.policy, "generation", 0)
         self._ledger.reset()
         self._heap.clear()
         self._ghost.clear()
