@@ -259,3 +259,53 @@ def test_triton_backend_with_chunks_and_mixed_steps() -> None:
     p = EngineParts(NAME, device="cpu", dtype="float32", prefix_cache="radix", attention="triton")
     eng = LLMEngine(parts=p, long_prefill_token_threshold=7)
     assert drive(eng, shared_prompts(), params_for(5), per_step=1) == reference()
+
+
+def test_one_thread_steps_while_others_add_and_abort() -> None:
+    """The server's shape: an engine loop in a background thread; requests added and aborted from others."""
+    import threading
+
+    eng = engine("radix", num_blocks=40, block_size=4, max_num_batched_tokens=32)
+    prompts, params = shared_prompts(n=5), params_for(5)
+    want = reference()
+    finished: dict[object, object] = {}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                if not eng.has_unfinished_requests():
+                    stop.wait(0.001)
+                    continue
+                for out in eng.step():
+                    if out.finished:
+                        finished[out.request_id] = out
+        except BaseException as e:  # noqa: BLE001 - reported by the test below
+            errors.append(e)
+
+    def client(k: int) -> None:
+        for i in range(5):
+            eng.add_request((k, i), prompts[i], params[i])
+        eng.abort_request((k, 4))
+
+    stepper = threading.Thread(target=loop)
+    stepper.start()
+    clients = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    deadline = 600
+    while eng.has_unfinished_requests() and deadline:
+        stop.wait(0.05)
+        deadline -= 1
+    stop.set()
+    stepper.join()
+    assert not errors, errors
+    assert set(finished) == {(k, i) for k in range(4) for i in range(5)}
+    for (k, i), out in finished.items():
+        if out.finish_reason != "abort":
+            assert out.token_ids == want[i], (k, i)
+    assert all(finished[(k, i)].finish_reason != "abort" for k in range(4) for i in range(4))
+    assert_cache_empty(eng.cache, "after the threads")

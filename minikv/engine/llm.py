@@ -25,7 +25,7 @@ from minikv.engine.parts import PrefixCacheLike, default_kv_cache_memory  # noqa
 from minikv.engine.row_manager import RowManager
 from minikv.engine.sequence import Sequence
 from minikv.engine.waves import WavesScheduler
-from minikv.errors import KVCacheFull
+from minikv.errors import InvalidRequestError, KVCacheFull
 from minikv.kv.padded import PaddedKVCache
 from minikv.models import DEFAULT_MODEL
 from minikv.outputs import RequestOutput
@@ -187,13 +187,10 @@ class LLM:
         """Every sequence through the online engine; their final outputs in order."""
         engine = self.llm_engine
         if engine.has_unfinished_requests():
-            raise RuntimeError("LLM.generate needs the engine to itself; llm.llm_engine has requests in flight")
+            raise InvalidRequestError("LLM.generate needs the engine to itself, but llm.llm_engine has requests in "
+                                      "flight; step them to the end (or abort them) first")
         done: dict[int, RequestOutput] = {}
-        with engine._lock:
-            for seq in seqs:
-                seq.external_id = seq.request_id
-                engine._live[seq.request_id] = seq
-                engine._inbox.append(seq)
+        engine.enqueue(seqs)
         while engine.has_unfinished_requests():
             for out in engine.step():
                 if out.finished:

@@ -182,6 +182,16 @@ class LLMEngine:
             self._live[request_id] = seq
             self._inbox.append(seq)
 
+    def enqueue(self, seqs: list[Sequence]) -> None:
+        """Queue sequences already checked (``make_sequence`` + ``check_fits``), under their own ids."""
+        with self._lock:
+            for seq in seqs:
+                if seq.external_id in self._live:
+                    raise InvalidRequestError(f"request id {seq.external_id!r} is already running")
+            for seq in seqs:
+                self._live[seq.external_id] = seq
+                self._inbox.append(seq)
+
     def abort_request(self, request_id: Hashable) -> None:
         """Stop a request at the next step and free its blocks. Unknown or finished ids are ignored (as vLLM).
 

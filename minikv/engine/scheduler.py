@@ -93,14 +93,73 @@ class _Views(SequenceABC):
         return self._done[i]
 
 
-class Scheduler:
+class RequestQueues:
+    """The waiting and running lists and what both schedulers do after a forward (the KV manager is ``kv``).
+
+    Subclasses set ``kv`` (a block or row manager), ``eos_ids``, ``max_model_len``,
+    ``waiting``, ``running`` and ``num_preemptions``, and write ``schedule``.
+    """
+
+    kv: Any
+    eos_ids: set[int]
+    max_model_len: int
+    waiting: deque[Sequence]
+    running: list[Sequence]
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    @property
+    def is_finished(self) -> bool:
+        return not self.waiting and not self.running
+
+    # ---- after the forward --------------------------------------------------------------------------
+    def postprocess(self, out: SchedulerOutput, tokens: dict[int, int]) -> list[Sequence]:
+        """Advance each scheduled sequence; append the sampled tokens (``request_id -> token``); free the finished.
+
+        A sequence whose chunk reached its end sampled a token; one still
+        prefilling did not. Newly computed prompt blocks are offered to the cache at once.
+        """
+        done = []
+        for seq, n in out.scheduled:
+            seq.num_computed_tokens += n
+            if seq.num_computed_tokens <= len(seq.prompt_token_ids):
+                self.kv.cache_computed(seq)
+            token = tokens.get(seq.request_id)
+            if token is None:
+                continue
+            seq.append(token, self.eos_ids, self.max_model_len)
+            if seq.finished:
+                self.kv.free(seq)
+                done.append(seq)
+        if done:
+            self.running = [s for s in self.running if not s.finished]
+        return done
+
+    def abort(self, seq: Sequence) -> None:
+        """Drop one sequence, waiting or running, and give its blocks back (what it computed stays cached)."""
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        elif seq in self.running:
+            self.running.remove(seq)
+            self.kv.free(seq)
+
+    def abort_all(self) -> None:
+        """Free every unfinished sequence's blocks (after an error or an interrupt); empty both lists."""
+        self.running.clear()
+        self.waiting.clear()
+        self.kv.free_all()
+
+
+class Scheduler(RequestQueues):
     """Continuous batching over a :class:`BlockManager`: one long-lived scheduler per engine."""
 
     def __init__(self, blocks: BlockManager, eos_ids: set[int], max_model_len: int, *,
                  max_num_batched_tokens: int = 8192, max_num_seqs: int = 256, enable_chunked_prefill: bool = True,
                  long_prefill_token_threshold: int = 0, policy: Any = None, schedule_fn: ScheduleFn | None = None,
                  share_in_batch: bool = False) -> None:
-        self.blocks, self.eos_ids, self.max_model_len = blocks, eos_ids, max_model_len
+        self.blocks = self.kv = blocks
+        self.eos_ids, self.max_model_len = eos_ids, max_model_len
         self.block_size = blocks.block_size
         self.max_num_batched_tokens, self.max_num_seqs = max_num_batched_tokens, max_num_seqs
         self.enable_chunked_prefill = enable_chunked_prefill
@@ -111,13 +170,6 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
-
-    def add(self, seq: Sequence) -> None:
-        self.waiting.append(seq)
-
-    @property
-    def is_finished(self) -> bool:
-        return not self.waiting and not self.running
 
     # ---- one step -----------------------------------------------------------------------------------
     def _views(self, seqs: list[Sequence]) -> list[RequestView]:
@@ -200,40 +252,3 @@ class Scheduler:
             self.running.append(seq)
             admitted.append(seq)
             out.scheduled.append((seq, n))
-
-    # ---- after the forward --------------------------------------------------------------------------
-    def postprocess(self, out: SchedulerOutput, tokens: dict[int, int]) -> list[Sequence]:
-        """Advance each scheduled sequence; append the sampled tokens (``request_id -> token``); free the finished.
-
-        A sequence whose chunk reached its end sampled a token; one still
-        prefilling did not. Newly computed prompt blocks are offered to the cache at once.
-        """
-        done = []
-        for seq, n in out.scheduled:
-            seq.num_computed_tokens += n
-            if seq.num_computed_tokens <= len(seq.prompt_token_ids):
-                self.blocks.cache_computed(seq)
-            token = tokens.get(seq.request_id)
-            if token is None:
-                continue
-            seq.append(token, self.eos_ids, self.max_model_len)
-            if seq.finished:
-                self.blocks.free(seq)
-                done.append(seq)
-        if done:
-            self.running = [s for s in self.running if not s.finished]
-        return done
-
-    def abort(self, seq: Sequence) -> None:
-        """Drop one sequence, waiting or running, and give its blocks back (what it computed stays cached)."""
-        if seq in self.waiting:
-            self.waiting.remove(seq)
-        elif seq in self.running:
-            self.running.remove(seq)
-            self.blocks.free(seq)
-
-    def abort_all(self) -> None:
-        """Free every unfinished sequence's blocks (after an error or an interrupt); empty both lists."""
-        self.running.clear()
-        self.waiting.clear()
-        self.blocks.free_all()

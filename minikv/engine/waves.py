@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
-from minikv.engine.scheduler import SchedulerOutput, shares_uncached_block
+from minikv.engine.scheduler import RequestQueues, SchedulerOutput, shares_uncached_block
 from minikv.engine.sequence import Sequence
 from minikv.errors import KVCacheFull
 
@@ -53,7 +53,7 @@ class KVSpace(Protocol):
         """Free every sequence still holding KV space."""
 
 
-class WavesScheduler:
+class WavesScheduler(RequestQueues):
     """Waiting and running lists over one :class:`KVSpace`.
 
     ``max_num_seqs`` caps the running batch; ``max_num_batched_tokens`` caps
@@ -70,18 +70,10 @@ class WavesScheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0  # never: every sequence reserves all it may need
-        self._is_prefill = False
-
-    def add(self, seq: Sequence) -> None:
-        self.waiting.append(seq)
-
-    @property
-    def is_finished(self) -> bool:
-        return not self.waiting and not self.running
 
     def schedule(self) -> SchedulerOutput:
         """The next forward: a prefill of newly admitted sequences, or else one decode step of all running."""
-        batch, self._is_prefill = self.schedule_batch()
+        batch, _ = self.schedule_batch()
         return SchedulerOutput([(s, len(s) - s.num_computed_tokens) for s in batch])
 
     def schedule_batch(self) -> tuple[list[Sequence], bool]:
@@ -114,37 +106,3 @@ class WavesScheduler:
         for seq in batch:
             self.kv.make_room(seq)
         return batch, is_prefill
-
-    def postprocess(self, out: SchedulerOutput, tokens: dict[int, int]) -> list[Sequence]:
-        """Record each sequence's new token (``tokens``: request id -> token); free and return the finished ones.
-
-        After a prefill, the prompt's blocks are offered to the prefix cache at once.
-        """
-        is_prefill = self._is_prefill
-        done = []
-        for seq, _ in out.scheduled:
-            token = tokens[seq.request_id]
-            seq.num_computed_tokens = len(seq)
-            if is_prefill and not seq.finished:
-                self.kv.cache_computed(seq)
-            seq.append(token, self.eos_ids, self.max_model_len)
-            if seq.finished:
-                self.kv.free(seq)
-                done.append(seq)
-        if done:
-            self.running = [s for s in self.running if not s.finished]
-        return done
-
-    def abort(self, seq: Sequence) -> None:
-        """Drop one sequence, waiting or running, and give its KV space back (what it computed stays cached)."""
-        if seq in self.waiting:
-            self.waiting.remove(seq)
-        elif seq in self.running:
-            self.running.remove(seq)
-            self.kv.free(seq)
-
-    def abort_all(self) -> None:
-        """Free the KV space of every unfinished sequence (after an error or an interrupt); empty both lists."""
-        self.running.clear()
-        self.waiting.clear()
-        self.kv.free_all()
