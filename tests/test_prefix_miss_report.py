@@ -159,3 +159,24 @@ def test_a_seeded_stream_fills_every_bucket(kind: str) -> None:
     if kind == "radix page 1":  # token-granular with copy-on-write: no partial blocks
         assert counts.pop("partial_block") == 0
     assert min(counts.values()) > 0, total
+
+
+@pytest.mark.parametrize("kind", list(CACHES))
+@settings(max_examples=30, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(requests=REQUESTS)
+def test_everything_evicted_is_remembered_block_by_block(kind: str, requests: list[tuple]) -> None:
+    """Splits, trims and whole-leaf evictions: every full block once cached reads as evicted afterwards."""
+    cache = CACHES[kind](10, ghost_size=10_000)
+    seen = []
+    for prefix, suffix, _, evict in requests:
+        tokens = PREFIXES[prefix] + suffix
+        if tokens:
+            run(cache, tokens)
+            seen.append(tokens)
+            cache.evict(evict)
+    cache.evict(10)
+    for tokens in seen:
+        report = cache.explain_miss(tokens, None, 0)
+        full = len(tokens) // BS * BS
+        assert report.evicted == full and report.never_seen + report.partial_block == len(tokens) - full

@@ -159,3 +159,14 @@ def test_long_seeded_stream_of_the_hash_heap_evicts_and_hits() -> None:
         cache.release(run_request(cache, p, rng.choice([None, "a"])))
     s = cache.stats()
     assert s.evictions > 50 and s.hit_tokens > 0 and s.num_used == 0
+
+
+@pytest.mark.parametrize("cls", [BlockHashCache, RadixCache])
+def test_reset_forgets_what_a_stateful_policy_learned(cls) -> None:  # noqa: ANN001
+    trace = multi_turn_trace(30, 4, user_len=(4, 12), reply_len=(8, 24), interleave="round-robin", seed=2)
+    cache = cls(120, BS, policy="duel")
+    first = replay(cache, trace)
+    assert cache.policy.keep_old
+    cache.reset()
+    assert not cache.policy.keep_old and cache.policy.scores == [0.0, 0.0, 0.0]
+    assert replay(cache, trace) == first  # the same run again, from scratch

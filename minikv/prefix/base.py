@@ -28,6 +28,9 @@ engine checks with ``hasattr`` and does without):
   eviction order. All three caches here have it; the hash and radix caches
   remember recently evicted blocks in a bounded ghost list for it
   (:mod:`minikv.prefix.ghost`).
+- ``peek(token_ids, salt=None) -> int``: what ``match`` would hit right now,
+  with no side effects (see the comment in :class:`PrefixCache`); the
+  scheduling policies rank waiting requests with it.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ block from one never seen.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 
 from minikv.errors import InvalidRequestError
@@ -51,11 +50,12 @@ from minikv.prefix.block_hashes import (
     resolve_hash_fn,
 )
 from minikv.prefix.ghost import ROOT_KEY, GhostList
+from minikv.prefix.hash_peek import HashPeekMixin
 from minikv.prefix.hash_policy import HashEvictionMixin, _Entry
 from minikv.prefix.ledger import BlockLedger
 from minikv.prefix.policies import LRU, EvictionPolicy, bind_policy, resolve_policy
 
-class BlockHashCache(HashEvictionMixin):
+class BlockHashCache(HashPeekMixin, HashEvictionMixin):
     """A :class:`~minikv.prefix.PrefixCache` over chained block hashes (vLLM v1 style).
 
     Owns blocks ``0 .. num_blocks - 1``. Each block is *used* (ref > 0),
@@ -76,6 +76,14 @@ class BlockHashCache(HashEvictionMixin):
     eviction policy of :mod:`minikv.prefix.policies` (a heap of evictable
     blocks). ``ghost_size``: how many evicted block keys to remember for
     :meth:`explain_miss` (default ``num_blocks``; 0 remembers none).
+    ``peek`` comes from :mod:`minikv.prefix.hash_peek`.
+
+    >>> c = BlockHashCache(4, 2, policy="slru")
+    >>> table = c.allocate(2)
+    >>> c.insert([1, 2, 3, 4], table), c.release(table), c.stats().num_evictable
+    (2, None, 2)
+    >>> c.evict(1), c.explain_miss([1, 2, 3, 4, 5], None, 0)
+    (1, MissReport(hit=0, last_token=0, partial_block=1, evicted=4, other_salt=0, never_seen=0))
     """
 
     def __init__(
@@ -103,16 +111,17 @@ class BlockHashCache(HashEvictionMixin):
         self._by_hash: dict[bytes, _Entry] = {}
         self._by_block: dict[int, _Entry] = {}
         self._uids = itertools.count(1)
-        self.policy = bind_policy(resolve_policy(policy), self.num_blocks, self.block_size)
-        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
-        self._generation = getattr(self.policy, "generation", 0)
-        self._queue_lru = isinstance(self.policy, LRU)  # the free queue is the eviction order
+        self._policy = resolve_policy(policy)  # a stateful one is bound afresh on each reset
+        self._queue_lru = isinstance(self._policy, LRU)  # the free queue is the eviction order
         self._heap: list[tuple[object, int, _Entry]] = []  # evictable blocks (others: policy order)
         self._ghost = GhostList(self.num_blocks if ghost_size is None else ghost_size)
         self._live: dict[int, list[Hashable]] = {}  # ghost key -> salts of cached blocks with it
         self._reset_pool_and_counters()
 
     def _reset_pool_and_counters(self) -> None:
+        self.policy = bind_policy(self._policy, self.num_blocks, self.block_size)
+        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
+        self._generation = getattr(self.policy, "generation", 0)
         self._ledger.reset()
         self._heap.clear()
         self._ghost.clear()
@@ -159,79 +168,6 @@ class BlockHashCache(HashEvictionMixin):
             evictions=self._evictions,
             collisions=self._collisions,
         )
-
-    def peek(
-        self,
-        token_ids: Sequence[int],
-        salt: str | None = None,
-        *,
-        extra_keys: Sequence[ExtraKey] = (),
-    ) -> int:
-        """The ``num_cached_tokens`` that :meth:`match` would return now; changes nothing.
-
-        The same hash-chain walk, last-token rule, salt and ``verify`` check as
-        ``match``, but no reference is taken, no evictable block is revived
-        (the free queue, i.e. the LRU order, stays as it is) and no counter
-        moves, not even ``collisions``.
-
-        >>> c = BlockHashCache(4, 2)
-        >>> c.insert([1, 2, 3, 4], c.allocate(2))
-        2
-        >>> c.peek([1, 2, 3, 4, 5]), c.peek([1, 2, 3, 4]), c.peek([1, 2, 3, 4, 5], salt="x")
-        (4, 2, 0)
-        >>> c.stats().requests
-        0
-        """
-        tokens = as_token_ids(token_ids)
-        bs = self.block_size
-        limit = max_cached_blocks(len(tokens), bs)
-        num_hit, parent_uid = 0, 0
-        for i, h in enumerate(self._peek_hashes(tokens, salt, tuple(extra_keys), limit)):
-            entry = self._by_hash.get(h)
-            if entry is None:
-                break
-            if self.verify:
-                toks = tuple(tokens[i * bs : (i + 1) * bs])
-                if not entry.holds(parent_uid, toks, block_extra_keys(i, salt, extra_keys)):
-                    break
-            num_hit += 1
-            parent_uid = entry.uid
-        return num_hit * bs
-
-    _peek_memo: OrderedDict[tuple, list[bytes]] | None = None  # made by the first peek
-    _peek_memo_tokens = 0
-    PEEK_MEMO_TOKENS = 1 << 18
-    """Prompt tokens whose block hashes ``peek`` remembers (a scheduler peeks every waiting
-    prompt at every step; hashing them again each time would cost more than the lookups)."""
-
-    def _peek_hashes(
-        self, tokens: list[int], salt: str | None, extra_keys: tuple[ExtraKey, ...], limit: int
-    ) -> list[bytes]:
-        """The hashes of the first ``limit`` blocks of ``tokens``, from the memo when it has them.
-
-        The memo is keyed by the exact tokens, salt and extra keys (hashes
-        depend on nothing else), and forgets the least recently peeked
-        prompts beyond :attr:`PEEK_MEMO_TOKENS` tokens.
-        """
-        key = (salt, extra_keys, tuple(tokens[: limit * self.block_size]))
-        if self._peek_memo is None:
-            self._peek_memo = OrderedDict()
-        memo = self._peek_memo
-        try:
-            hashes = memo.get(key)
-        except TypeError:  # an unhashable extra key: no memo
-            hashes, key = None, None
-        if hashes is not None:
-            memo.move_to_end(key)
-            return hashes
-        blocks = iter_block_hashes(tokens, self.block_size, salt, extra_keys, self._hash, limit)
-        hashes = [h for h, _, _ in blocks]
-        if key is not None and len(key[2]) <= self.PEEK_MEMO_TOKENS:
-            memo[key] = hashes
-            self._peek_memo_tokens += len(key[2])
-            while self._peek_memo_tokens > self.PEEK_MEMO_TOKENS:
-                self._peek_memo_tokens -= len(memo.popitem(last=False)[0][2])
-        return hashes
 
     # -------------------------------------------------------------- operations
 

@@ -68,12 +68,13 @@ class RadixCache(RadixTree, RadixInspection):
         if not isinstance(partial_copy, bool):
             raise InvalidRequestError(f"partial_copy must be True or False, got {partial_copy!r}")
         self.partial_copy = partial_copy
-        self.policy = bind_policy(resolve_policy(policy), self.num_blocks, self.block_size)
-        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
+        self._policy = resolve_policy(policy)  # a stateful one is bound afresh on each reset
         self._ghost = GhostList(self.num_blocks if ghost_size is None else ghost_size)
         self._reset_state()
 
     def _reset_state(self) -> None:
+        self.policy = bind_policy(self._policy, self.num_blocks, self.block_size)
+        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
         self._roots = {}
         self._ledger.reset()
         self._deepest = {}

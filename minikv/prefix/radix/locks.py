@@ -229,7 +229,7 @@ class RadixLocks:
         """Evict an unlocked leaf: free what it owns; its parent may become evictable."""
         parent = node.parent
         assert parent is not None
-        self._remember(node, -(-node.start // self.block_size))
+        self._remember(node, node.start // self.block_size)  # a shared first block loses its tail too
         del parent.children[node.tokens[: self.page_size]]
         self._free_cached(node.owned_blocks)
         if node.shares_first_block:
