@@ -68,6 +68,12 @@ def _diagnose(got: dict[Any, int], want: dict[int, int], running: list[RequestVi
     if starved and admitted:
         return (f"running request {starved[0]} got {got.get(starved[0], 0)} tokens (expected {want[starved[0]]}) while "
                 f"waiting request {admitted[0]} was admitted: running requests fill the budget first")
+    if not chunked:
+        cut = [v for v in waiting if v.request_id in got and got[v.request_id] < v.behind]
+        if cut:
+            v = cut[0]
+            return (f"with chunked_prefill=False a waiting request is admitted whole or not at all: request "
+                    f"{v.request_id} needs {v.behind} tokens and got {got[v.request_id]}")
     extra = [i for i in got if i not in want]
     if extra:
         return f"request {extra[0]} is planned {got[extra[0]]} tokens, but should not run this step"
