@@ -1,7 +1,8 @@
 """A Hypothesis state machine over the online engine: random arrivals, aborts, pool sizes, chunk sizes, policies.
 
-Each example builds an engine with a drawn prefix cache, block size, pool
-size, token budget, chunk cap and scheduling policy, then interleaves
+Each example builds an engine with a drawn prefix cache (and eviction
+policy), block size, pool size, token budget, chunk cap and scheduling
+policy, then interleaves
 ``add_request`` (prompts sharing prefixes, random ``max_tokens``), ``abort_request``
 (of live, finished or unknown ids) and ``step``. Invariants, checked after every step:
 
@@ -32,18 +33,20 @@ HEAD = [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]
 
 
 @functools.lru_cache(maxsize=None)
-def parts(cache: str, block_size: int, num_blocks: int) -> EngineParts:
-    return EngineParts(NAME, device="cpu", prefix_cache=cache, block_size=block_size, num_blocks=num_blocks)
+def parts(cache: str, block_size: int, num_blocks: int, evict: str) -> EngineParts:
+    options = {} if cache == "none" else {"policy": evict}
+    return EngineParts(NAME, device="cpu", prefix_cache=cache, prefix_cache_options=options, block_size=block_size,
+                       num_blocks=num_blocks)
 
 
 class OnlineEngine(RuleBasedStateMachine):
     @initialize(cache=st.sampled_from(["none", "hash", "radix"]), block_size=st.sampled_from([1, 2, 4]),
                 extra=st.integers(0, 12), budget=st.integers(1, 40), chunk=st.sampled_from([0, 1, 3, 8]),
-                policy=st.sampled_from(POLICIES))
-    def build(self, cache, block_size, extra, budget, chunk, policy) -> None:
+                policy=st.sampled_from(POLICIES), evict=st.sampled_from(["lru", "slru", "duel"]))
+    def build(self, cache, block_size, extra, budget, chunk, policy, evict) -> None:
         self.max_len = 24  # prompt (<= 16) + max_tokens (<= 8)
         num_blocks = -(-self.max_len // block_size) + extra
-        p = parts(cache, block_size, num_blocks)
+        p = parts(cache, block_size, num_blocks, evict)
         p.cache.reset()
         self.budget = budget
         self.engine = LLMEngine(parts=p, max_num_batched_tokens=budget, long_prefill_token_threshold=chunk,
@@ -110,6 +113,6 @@ class OnlineEngine(RuleBasedStateMachine):
         assert_cache_empty(self.engine.cache, "after the engine drained")
 
 
-OnlineEngine.TestCase.settings = settings(max_examples=25, stateful_step_count=25, deadline=None,
+OnlineEngine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow])
 TestOnlineEngine = OnlineEngine.TestCase
