@@ -8,8 +8,12 @@ full blocks -> ``release`` on finish. Pick one with :func:`make_prefix_cache`.
 Rooms: :mod:`.base` (the protocol, ``Match``, ``CacheStats``, ``NoPrefixCache``),
 :mod:`.ledger` (reference counts, the free queue, release validation and the
 ``KVCacheFull`` messages every cache shares), :mod:`.block_hashes` (the
-chained block hashes), :mod:`.hashing` (``BlockHashCache``), :mod:`.radix`
-(``RadixCache``, a package by job) and :mod:`.policies` (its eviction order).
+chained block hashes), :mod:`.hashing` (``BlockHashCache``; its
+policy-ordered eviction and miss reports in :mod:`.hash_policy`),
+:mod:`.radix` (``RadixCache``, a package by job), :mod:`.policies` (the
+eviction policies both caches take as ``policy=``; the adaptive one in
+:mod:`.dueling`), :mod:`.ghost` (the ghost list of evicted blocks and the
+bucket rules of ``explain_miss``) and :mod:`.report` (``MissReport``).
 """
 
 from __future__ import annotations

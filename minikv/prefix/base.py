@@ -16,6 +16,18 @@ instead of a plain :class:`~minikv.kv.BlockAllocator`:
 
 Block ids handed out are ``0 .. num_blocks - 1``, the same ids a
 :class:`~minikv.kv.KVPool`'s tensors are indexed by.
+
+**Optional methods.** Beyond :class:`PrefixCache`, a cache may offer (the
+engine checks with ``hasattr`` and does without):
+
+- ``explain_miss(token_ids, salt, num_cached_tokens) -> MissReport``: why
+  the prompt's tokens past the hit missed (:mod:`minikv.prefix.report`: last
+  token, partial block, evicted, other salt, never seen; the fields sum to
+  ``len(token_ids)``). Called right after ``match`` with its
+  ``num_cached_tokens``; takes no references and changes no statistics or
+  eviction order. All three caches here have it; the hash and radix caches
+  remember recently evicted blocks in a bounded ghost list for it
+  (:mod:`minikv.prefix.ghost`).
 """
 
 from __future__ import annotations
@@ -25,7 +37,9 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from minikv.errors import InvalidRequestError
+from minikv.prefix.ghost import check_hit
 from minikv.prefix.ledger import BlockLedger, PrefixCacheError, as_block_ids, as_ints
+from minikv.prefix.report import MissReport
 
 __all__ = [
     "CacheStats",
@@ -211,6 +225,16 @@ class NoPrefixCache:
 
     def evict(self, n: int) -> int:
         return 0
+
+    def explain_miss(self, token_ids: Sequence[int], salt: str | None = None, num_cached_tokens: int = 0) -> MissReport:
+        """Every token is ``never_seen``: nothing is cached, so no other bucket applies."""
+        n = len(as_token_ids(token_ids))
+        check_hit(n, num_cached_tokens)
+        if num_cached_tokens:
+            raise InvalidRequestError(
+                f"num_cached_tokens={num_cached_tokens}, but NoPrefixCache never hits; pass the Match it returned"
+            )
+        return MissReport(never_seen=n)
 
     def stats(self) -> CacheStats:
         return CacheStats(

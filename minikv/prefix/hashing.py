@@ -13,13 +13,25 @@ Prefix caching the way vLLM v1 does it (vLLM's design document,
   the cache's :class:`~minikv.prefix.ledger.BlockLedger`.
 - A cached block waiting in the queue keeps its hash, so a later request can
   still hit it; the hit pulls it out of the queue (revival).
+
+**Other eviction policies.** ``policy="lru"`` (the default) is exactly the
+behaviour above. Any other :mod:`~minikv.prefix.policies` policy (``"lfu"``,
+``"slru"``, ``"shallow"`` or an object) keeps evictable blocks *out* of the
+free queue, in a heap ordered by the policy's priority of each block (its
+last use, its hit count, its depth), as the radix cache does with its leaves:
+``allocate`` takes never-cached free blocks first, then evicts by priority.
+
+**Ghost list.** Evicted blocks leave their salt-free key in a bounded
+:class:`~minikv.prefix.ghost.GhostList` (``ghost_size`` keys, default
+``num_blocks``), so :meth:`BlockHashCache.explain_miss` can tell an evicted
+block from one never seen.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from minikv.errors import InvalidRequestError
@@ -39,39 +51,12 @@ from minikv.prefix.block_hashes import (
     iter_block_hashes,
     resolve_hash_fn,
 )
+from minikv.prefix.ghost import ROOT_KEY, GhostList
+from minikv.prefix.hash_policy import HashEvictionMixin, _Entry
 from minikv.prefix.ledger import BlockLedger
+from minikv.prefix.policies import LRU, EvictionPolicy, bind_policy, resolve_policy
 
-@dataclass
-class _Entry:
-    """What the cache knows about one cached block.
-
-    ``uid`` is unique per caching event and never reused; ``parent_uid`` is
-    the uid of the cached block holding this block's prefix (0: none, first
-    block). Comparing uids instead of parent hashes is what makes verification
-    safe when two *different* prefixes share a hash. The price, under
-    ``verify`` only: a cached child whose parent entry was evicted and cached
-    again (new uid) misses until its own sequence inserts again (re-link).
-    """
-
-    block_id: int
-    block_hash: bytes
-    tokens: tuple[int, ...]
-    extra_keys: tuple[ExtraKey, ...]
-    parent_uid: int
-    uid: int
-
-    def holds(
-        self, parent_uid: int, tokens: tuple[int, ...], extra_keys: tuple[ExtraKey, ...]
-    ) -> bool:
-        """True when this block's K/V is exactly that block after that cached prefix."""
-        return (
-            self.parent_uid == parent_uid
-            and self.tokens == tokens
-            and self.extra_keys == extra_keys
-        )
-
-
-class BlockHashCache:
+class BlockHashCache(HashEvictionMixin):
     """A :class:`~minikv.prefix.PrefixCache` over chained block hashes (vLLM v1 style).
 
     Owns blocks ``0 .. num_blocks - 1``. Each block is *used* (ref > 0),
@@ -87,6 +72,11 @@ class BlockHashCache:
 
     ``match`` and ``insert`` also take ``extra_keys``, mixed into every block's
     hash (e.g. ``(("lora", 3),)``); requests share blocks only with equal keys.
+
+    ``policy``: ``"lru"`` (default: the free queue's order, as vLLM), or any
+    eviction policy of :mod:`minikv.prefix.policies` (a heap of evictable
+    blocks). ``ghost_size``: how many evicted block keys to remember for
+    :meth:`explain_miss` (default ``num_blocks``; 0 remembers none).
     """
 
     def __init__(
@@ -95,6 +85,8 @@ class BlockHashCache:
         block_size: int,
         hash_fn: str | HashFn = "sha256",
         verify: bool | None = None,
+        policy: str | EvictionPolicy = "lru",
+        ghost_size: int | None = None,
     ) -> None:
         self._ledger = BlockLedger(num_blocks, block_size)
         self.num_blocks = self._ledger.num_blocks
@@ -112,10 +104,20 @@ class BlockHashCache:
         self._by_hash: dict[bytes, _Entry] = {}
         self._by_block: dict[int, _Entry] = {}
         self._uids = itertools.count(1)
+        self.policy = bind_policy(resolve_policy(policy), self.num_blocks, self.block_size)
+        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
+        self._generation = getattr(self.policy, "generation", 0)
+        self._queue_lru = isinstance(self.policy, LRU)  # the free queue is the eviction order
+        self._heap: list[tuple[object, int, _Entry]] = []  # evictable blocks (others: policy order)
+        self._ghost = GhostList(self.num_blocks if ghost_size is None else ghost_size)
+        self._live: dict[int, list[Hashable]] = {}  # ghost key -> salts of cached blocks with it
         self._reset_pool_and_counters()
 
     def _reset_pool_and_counters(self) -> None:
         self._ledger.reset()
+        self._heap.clear()
+        self._ghost.clear()
+        self._clock = 0
         self._num_evictable = 0
         self._requests = 0
         self._query_tokens = 0
@@ -127,7 +129,7 @@ class BlockHashCache:
 
     @property
     def num_allocatable(self) -> int:
-        return self._ledger.num_free
+        return self._ledger.num_free + (0 if self._queue_lru else self._num_evictable)
 
     def ref_count(self, block_id: int) -> int:
         return self._ledger.ref_count(block_id)
@@ -150,7 +152,7 @@ class BlockHashCache:
             block_size=self.block_size,
             num_used=self._ledger.num_held,
             num_evictable=self._num_evictable,
-            num_free=self._ledger.num_free - self._num_evictable,
+            num_free=self._ledger.num_free - (self._num_evictable if self._queue_lru else 0),
             num_cached=len(self._by_block),
             requests=self._requests,
             query_tokens=self._query_tokens,
@@ -260,14 +262,21 @@ class BlockHashCache:
                 break
             hits.append(entry.block_id)
             parent_uid = entry.uid
+        self._clock += 1
         for b in hits:
             if self._ledger.ref_count(b) == 0:  # revive an evictable block
-                self._ledger.unfree(b)
-                self._num_evictable -= 1
+                if self._queue_lru:
+                    self._ledger.unfree(b)
+                self._num_evictable -= 1  # (a heap entry goes stale: skipped when popped)
             self._ledger.hold((b,))
+            entry = self._by_block[b]
+            entry.last_access = self._clock
+            entry.hit_count += 1
         self._requests += 1
         self._query_tokens += len(tokens)
         self._hit_tokens += len(hits) * self.block_size
+        if self._observe is not None:
+            self._observe(tokens, salt, extra_keys)
         return Match(tuple(hits), len(hits) * self.block_size)
 
     def allocate(self, n: int) -> list[int]:
@@ -277,6 +286,11 @@ class BlockHashCache:
         block at the head is evicted even if a never-cached block waits behind it.
         All-or-nothing: raises :class:`KVCacheFull` and changes nothing when short.
         """
+        if not self._queue_lru:
+            n = self._ledger.require(n, self.num_allocatable)
+            if n > self._ledger.num_free:
+                self._evict_by_policy(n - self._ledger.num_free)
+            return self._ledger.take(n)
         out = self._ledger.take(self._ledger.require(n, self._ledger.num_free))
         for b in out:
             if b in self._by_block:
@@ -314,6 +328,8 @@ class BlockHashCache:
         self._ledger.check_held(ids[:num_full])
         newly = 0
         parent, parent_uid = ROOT_HASH, 0
+        key = hash((ROOT_KEY, tuple(extra_keys)))  # the salt-free chain of minikv.prefix.ghost
+        self._clock += 1
         for i in range(num_full):
             b = ids[i]
             toks = tuple(tokens[i * bs : (i + 1) * bs])
@@ -326,7 +342,8 @@ class BlockHashCache:
                         f"sequence; pass the sequence's own tokens, block table and salt"
                     )
                 own.parent_uid = parent_uid  # re-link, in case its old parent was evicted
-                parent, parent_uid = own.block_hash, own.uid
+                own.last_access = self._clock
+                parent, parent_uid, key = own.block_hash, own.uid, own.ghost_key
                 continue
             h = self._hash(encode_block(parent, toks, extra))
             other = self._by_hash.get(h)
@@ -334,11 +351,15 @@ class BlockHashCache:
                 if self.verify and not other.holds(parent_uid, toks, extra):
                     self._collisions += 1
                     break
-                parent, parent_uid = h, other.uid  # duplicate: b stays uncached
+                other.last_access = self._clock  # (an evictable one's heap entry goes stale)
+                parent, parent_uid, key = h, other.uid, other.ghost_key  # duplicate: b stays uncached
                 continue
-            entry = _Entry(b, h, toks, extra, parent_uid, next(self._uids))
+            key = hash((key, toks))
+            entry = _Entry(b, h, toks, extra, parent_uid, next(self._uids), key, salt, (i + 1) * bs,
+                           self._clock)  # fmt: skip
             self._by_hash[h] = entry
             self._by_block[b] = entry
+            self._live.setdefault(key, []).append(salt)
             newly += 1
             parent, parent_uid = h, entry.uid
         return newly
@@ -353,15 +374,22 @@ class BlockHashCache:
         :class:`BlockAllocatorError` and releases nothing.
         """
         for b in self._ledger.release(block_ids):
-            self._ledger.free(b)
-            if b in self._by_block:
+            entry = self._by_block.get(b)
+            if entry is not None:
                 self._num_evictable += 1
+                if not self._queue_lru:  # evictable blocks wait in the policy's heap
+                    self._push(entry)
+                    continue
+            self._ledger.free(b)
 
     def evict(self, n: int) -> int:
         """Forget the hashes of up to ``n`` evictable blocks, least recently used first.
 
-        The blocks stay where they are in the free queue, now as plain free blocks.
+        The blocks stay where they are in the free queue, now as plain free
+        blocks. (Under another policy: in the policy's order, to the free queue's tail.)
         """
+        if not self._queue_lru:
+            return self._evict_by_policy(min(max(n, 0), self._num_evictable))
         cached_lru_first = (b for b in self._ledger.iter_free() if b in self._by_block)
         victims = list(itertools.islice(cached_lru_first, max(n, 0)))
         for b in victims:
@@ -380,11 +408,17 @@ class BlockHashCache:
         self._ledger.check_idle()
         self._by_hash.clear()
         self._by_block.clear()
+        self._live.clear()
         self._reset_pool_and_counters()
 
     def _forget(self, block_id: int) -> None:
         entry = self._by_block.pop(block_id)
         del self._by_hash[entry.block_hash]
+        salts = self._live[entry.ghost_key]
+        salts.remove(entry.salt)
+        if not salts:
+            del self._live[entry.ghost_key]
+        self._ghost.add(entry.ghost_key, entry.salt)
 
     def __repr__(self) -> str:
         s = self.stats()

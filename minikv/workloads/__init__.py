@@ -4,6 +4,8 @@
   (a system prompt, multi-turn chat, few-shot prompts, branching agents, Zipf
   popularity); a trace is a list of prompts as token-id lists.
 - :func:`ideal_hit_tokens`: what an infinite cache would hit per request.
+- :func:`belady_hit_tokens`: what an offline-optimal cache of a given size would hit
+  (:mod:`~minikv.workloads.belady`; :func:`percent_of_optimum` compares a replay).
 - :func:`replay`: run a :class:`~minikv.prefix.PrefixCache` through a trace
   the way the engine does, without a model.
 - :mod:`~minikv.workloads.arrivals`: when requests arrive
@@ -19,6 +21,12 @@ True
 """
 
 from minikv.workloads.arrivals import burst_arrivals, poisson_arrivals
+from minikv.workloads.belady import (
+    belady_hit_tokens,
+    belady_tree_hit_tokens,
+    capacity_blocks,
+    percent_of_optimum,
+)
 from minikv.workloads.ideal import PrefixTrie, ideal_hit_rate, ideal_hit_tokens
 from minikv.workloads.replay import PHASES, blocks_to_fit, replay
 from minikv.workloads.scheduled import ScheduledReplay, compare_policies, replay_scheduled
@@ -45,7 +53,10 @@ __all__ = [
     "PrefixTrie",
     "ScheduledReplay",
     "Trace",
+    "belady_hit_tokens",
+    "belady_tree_hit_tokens",
     "blocks_to_fit",
+    "capacity_blocks",
     "branching_trace",
     "burst_arrivals",
     "compare_policies",
@@ -54,6 +65,7 @@ __all__ = [
     "ideal_hit_tokens",
     "make_trace",
     "multi_turn_trace",
+    "percent_of_optimum",
     "poisson_arrivals",
     "replay",
     "replay_scheduled",

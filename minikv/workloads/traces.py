@@ -93,8 +93,9 @@ def multi_turn_trace(
     system_len: Length = 0,
     vocab: int = VOCAB,
     seed: int = 0,
+    interleave: str = "random",
 ) -> Trace:
-    """Chat: ``n_conversations * turns`` prompts, conversations interleaved at random.
+    """Chat: ``n_conversations * turns`` prompts, conversations interleaved at random (or in rounds).
 
     Turn ``t`` of a conversation is ``system + u1 + r1 + ... + r(t-1) + ut``:
     the whole previous prompt, the model's reply to it, and a new user
@@ -103,15 +104,28 @@ def multi_turn_trace(
     only an engine that also caches generated tokens would hold); with
     ``system_len > 0`` all conversations also share a system prompt.
     Turns of one conversation arrive in order; which conversation speaks next
-    is drawn uniformly among those with turns left.
+    is drawn uniformly among those with turns left (``interleave="random"``),
+    or every conversation speaks once per round, always in the same order
+    (``"round-robin"``: each conversation comes back after all the others,
+    the loop that makes an LRU cache smaller than the conversations thrash).
     """
     _positive(turns=turns)
+    if interleave not in ("random", "round-robin"):
+        raise InvalidRequestError(f"interleave must be 'random' or 'round-robin', got {interleave!r}")
     seg = _Segments(seed, vocab)
     system = seg(system_len, "system_len")
     history = [list(system) for _ in range(n_conversations)]
     left = [turns] * n_conversations
     active = list(range(n_conversations))
     trace: Trace = []
+    if interleave == "round-robin":
+        for t in range(turns):
+            for c in range(n_conversations):
+                if t:
+                    history[c] += seg(reply_len, "reply_len")
+                history[c] += seg(user_len, "user_len")
+                trace.append(list(history[c]))
+        return trace
     while active:
         k = seg.rng.randrange(len(active))
         c = active[k]

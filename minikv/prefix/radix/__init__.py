@@ -48,11 +48,15 @@ entered the tree goes back to the free list on ``release``; a block in the
 tree is freed only when its node is evicted.
 
 **Eviction.** Only unlocked leaves are evictable. They wait in a heap ordered
-by an :mod:`~minikv.prefix.policies` policy (LRU by default, LFU); stale
-entries are skipped when popped. Evicting a leaf frees the blocks it owns,
+by an :mod:`~minikv.prefix.policies` policy (LRU by default; LFU, SLRU,
+shallow, duel); stale entries are skipped when popped, and the whole heap is
+rebuilt when a stateful policy changes its order (its ``generation``). Evicting a leaf frees the blocks it owns,
 then its parent may become an evictable leaf. When fewer blocks are needed
 than a leaf owns, only the leaf's tail is cut off. Every ``match`` and
 ``insert`` stamps the access time on its whole path, not only the leaf.
+Evicted full blocks leave their salt-free key in a bounded ghost list
+(:mod:`minikv.prefix.ghost`), which ``explain_miss`` reads; it is a memory
+of the past only, no invariant below depends on it.
 
 **Salts.** One tree per ``(salt, extra_keys)``: different salts never share.
 

@@ -13,11 +13,13 @@ from collections.abc import Hashable, Sequence
 
 from minikv.errors import InvalidRequestError
 from minikv.prefix.base import CacheStats, Match, as_block_ids, as_token_ids
+from minikv.prefix.ghost import GhostList, block_keys, check_hit, classify
 from minikv.prefix.ledger import BlockLedger, whole_number
-from minikv.prefix.policies import EvictionPolicy, resolve_policy
+from minikv.prefix.policies import EvictionPolicy, bind_policy, resolve_policy
 from minikv.prefix.radix.inspection import RadixInspection
 from minikv.prefix.radix.node import InsertResult, RadixNode, make_namespace
 from minikv.prefix.radix.tree import RadixTree
+from minikv.prefix.report import MissReport
 
 
 def _check_page_size(page_size: object, block_size: int) -> int:
@@ -42,8 +44,10 @@ class RadixCache(RadixTree, RadixInspection):
     cached). ``page_size`` (a divisor of ``block_size``; default
     ``block_size``) is the tree's granularity; below ``block_size`` a partial
     hit comes with a copy-on-write block unless ``partial_copy=False``.
-    ``policy``: ``"lru"`` (default), ``"lfu"`` or an
-    :class:`~minikv.prefix.policies.EvictionPolicy`.
+    ``policy``: ``"lru"`` (default), ``"lfu"``, ``"slru"``, ``"shallow"`` or an
+    :class:`~minikv.prefix.policies.EvictionPolicy`. ``ghost_size``: how many
+    evicted full blocks' keys to remember for :meth:`explain_miss` (default
+    ``num_blocks``; 0 remembers none).
 
     ``match`` and ``insert`` also take ``extra_keys`` (e.g. ``(("lora", 3),)``),
     like :class:`~minikv.prefix.BlockHashCache`: they select the tree.
@@ -56,6 +60,7 @@ class RadixCache(RadixTree, RadixInspection):
         page_size: int | None = None,
         policy: str | EvictionPolicy = "lru",
         partial_copy: bool = True,
+        ghost_size: int | None = None,
     ) -> None:
         self._ledger = BlockLedger(num_blocks, block_size)
         self.num_blocks, self.block_size = self._ledger.num_blocks, self._ledger.block_size
@@ -63,7 +68,9 @@ class RadixCache(RadixTree, RadixInspection):
         if not isinstance(partial_copy, bool):
             raise InvalidRequestError(f"partial_copy must be True or False, got {partial_copy!r}")
         self.partial_copy = partial_copy
-        self.policy = resolve_policy(policy)
+        self.policy = bind_policy(resolve_policy(policy), self.num_blocks, self.block_size)
+        self._observe = getattr(self.policy, "observe", None)  # a stateful policy watches every match
+        self._ghost = GhostList(self.num_blocks if ghost_size is None else ghost_size)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -73,6 +80,7 @@ class RadixCache(RadixTree, RadixInspection):
         self._pins = {}
         self._num_evictable = 0
         self._heap = []
+        self._generation = getattr(self.policy, "generation", 0)
         self._num_nodes = 0
         self._ids = itertools.count(1)
         self._seq = itertools.count()
@@ -81,6 +89,7 @@ class RadixCache(RadixTree, RadixInspection):
         self._query_tokens = 0
         self._hit_tokens = 0
         self._evictions = 0
+        self._ghost.clear()
 
     # ----------------------------------------------------------------- queries
 
@@ -197,6 +206,8 @@ class RadixCache(RadixTree, RadixInspection):
         ns = make_namespace(salt, extra_keys)
         self._requests += 1
         self._query_tokens += len(tokens)
+        if self._observe is not None:
+            self._observe(tokens, salt, extra_keys)
         root = self._roots.get(ns)
         if root is None or len(tokens) < 2:
             return Match((), 0)
@@ -305,6 +316,44 @@ class RadixCache(RadixTree, RadixInspection):
     def evict(self, n: int) -> int:
         """Free up to ``n`` cached blocks of unlocked leaves, by policy order; returns how many."""
         return self._evict(min(max(n, 0), self._num_evictable))
+
+    def explain_miss(
+        self,
+        token_ids: Sequence[int],
+        salt: str | None = None,
+        num_cached_tokens: int = 0,
+        *,
+        extra_keys: Sequence[Hashable] = (),
+    ) -> MissReport:
+        """Why the prompt missed where it did (:class:`~minikv.prefix.report.MissReport`).
+
+        ``num_cached_tokens``: what ``match`` gave it. Past the longest prefix
+        the tree holds (token-exact), a block is ``evicted`` if the ghost list
+        remembers it under this salt, ``other_salt`` if it is remembered
+        under, or its first token is held by, the tree of another salt (same
+        extra keys), ``never_seen`` otherwise. Takes no locks, splits nothing,
+        changes no statistics or access times.
+        """
+        tokens = as_token_ids(token_ids)
+        n, bs = len(tokens), self.block_size
+        hit = check_hit(n, num_cached_tokens)
+        held = self.longest_prefix(tokens, salt, extra_keys=extra_keys)
+        keys = block_keys(tokens, bs, n // bs, extra_keys)
+        extra = tuple(extra_keys)
+        other = max(
+            (self.longest_prefix(tokens, s, extra_keys=extra) for s, e in self._roots if e == extra and s != salt),
+            default=0,
+        )
+
+        def status(i: int) -> str:
+            key = keys[i] if i < len(keys) else None
+            if key is not None and self._ghost.has(key, salt):
+                return "evicted"
+            if other > i * bs or (key is not None and self._ghost.other_salt(key, salt)):
+                return "other_salt"
+            return "never_seen"
+
+        return classify(n, hit, held, self.page_size, bs, status)
 
     def reset(self) -> None:
         """Forget every tree, restore the free list to ``0 .. n-1`` and zero the counters.

@@ -14,6 +14,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from minikv.prefix.ghost import ROOT_KEY, GhostList
 from minikv.prefix.ledger import BlockLedger
 from minikv.prefix.policies import EvictionPolicy
 from minikv.prefix.radix.node import Namespace, RadixNode, holder_above, iter_nodes
@@ -43,6 +44,8 @@ class RadixLocks:
     _ids: Iterator[int]  # node ids
     _seq: Iterator[int]  # heap tie-breakers
     _evictions: int
+    _ghost: GhostList  # keys of recently evicted full blocks (for explain_miss)
+    _generation: int  # the policy's generation the heap is ordered for
 
     def nodes(self) -> Iterator[RadixNode]:
         """Every node of every tree, parents before children (roots not included)."""
@@ -116,6 +119,9 @@ class RadixLocks:
 
     def _pop_victim(self) -> RadixNode | None:
         """The evictable leaf of least priority, or None (lazy deletion of stale entries)."""
+        if self._generation != getattr(self.policy, "generation", 0):  # the policy changed its order
+            self._generation = getattr(self.policy, "generation", 0)
+            self._rebuild_heap()
         while self._heap:
             prio, _, _, node = heapq.heappop(self._heap)
             if not node.alive or node.children or node.lock_ref:
@@ -153,13 +159,69 @@ class RadixLocks:
         self._num_evictable -= len(blocks)
         self._evictions += len(blocks)
 
+    def _remember(self, node: RadixNode, first_block: int) -> int | None:
+        """Put the full blocks of ``node``'s path from block ``first_block`` on in the ghost list.
+
+        Returns the key of the path's first ``first_block`` blocks when it
+        came along (what a trimmed leaf keeps), else None.
+
+        The keys chain from the root (:func:`minikv.prefix.ghost.block_keys`);
+        each node caches the key at its end, so this costs the node's own
+        blocks, not the whole path, once its ancestors' keys are known.
+        """
+        if not self._ghost.capacity:
+            return None
+        bs = self.block_size
+        chain = [node]  # node and its ancestors whose key is not known yet, deepest first
+        up = node.parent
+        while up is not None and not up.is_root and up.ghost_key is None:
+            chain.append(up)
+            up = up.parent
+        root = up
+        while root is not None and not root.is_root:
+            root = root.parent
+        assert root is not None and root.namespace is not None
+        salt, extra = root.namespace
+        if up is None or up.is_root:
+            done, key = 0, hash((ROOT_KEY, extra))
+        else:
+            done, key = up.end // bs, up.ghost_key
+        kept = None
+        for n in reversed(chain):  # shallowest first
+            upto = n.end // bs
+            if n is node and first_block == done:
+                kept = key
+            if upto > done:
+                toks = self._path_tokens(n, done * bs)
+                for b in range(done, upto):
+                    key = hash((key, tuple(toks[(b - done) * bs : (b - done + 1) * bs])))
+                    if n is node:
+                        if b >= first_block:
+                            self._ghost.add(key, salt)
+                        elif b == first_block - 1:
+                            kept = key
+                done = upto
+            n.ghost_key = key
+        return kept
+
+    @staticmethod
+    def _path_tokens(node: RadixNode, pos: int) -> list[int]:
+        """The path's tokens from position ``pos`` to ``node.end`` (walking up as far as needed)."""
+        parts, up = [], node
+        while up is not None and not up.is_root and up.end > pos:
+            parts.append(up.tokens[max(0, pos - up.start) :])
+            up = up.parent
+        return [t for part in reversed(parts) for t in part]
+
     def _trim_leaf(self, node: RadixNode, k: int) -> None:
         """Evict only the last ``k`` blocks of an unlocked leaf (it keeps at least one)."""
         bs = self.block_size
+        kept = self._remember(node, node.start // bs + len(node.block_ids) - k)
         dropped = node.block_ids[-k:]
         node.block_ids = node.block_ids[:-k]
         end = (node.start // bs + len(node.block_ids)) * bs
         node.tokens = node.tokens[: end - node.start]
+        node.ghost_key = kept  # its end moved: the key of what is left, if known
         self._free_cached(dropped)
         self._maybe_push(node)
 
@@ -167,6 +229,7 @@ class RadixLocks:
         """Evict an unlocked leaf: free what it owns; its parent may become evictable."""
         parent = node.parent
         assert parent is not None
+        self._remember(node, -(-node.start // self.block_size))
         del parent.children[node.tokens[: self.page_size]]
         self._free_cached(node.owned_blocks)
         if node.shares_first_block:

@@ -40,7 +40,7 @@ class RadixNode:
 
     __slots__ = (
         "id", "tokens", "start", "block_ids", "shares_first_block", "parent", "children",
-        "lock_ref", "last_access", "hit_count", "alive", "namespace",
+        "lock_ref", "last_access", "hit_count", "alive", "namespace", "ghost_key",
     )  # fmt: skip
 
     def __init__(
@@ -64,11 +64,19 @@ class RadixNode:
         self.hit_count = 0
         self.alive = True
         self.namespace: Namespace | None = None  # set on roots only
+        # Salt-free key of the path's full blocks up to ``end // block_size`` (minikv.prefix.ghost),
+        # filled in when first needed; None again whenever ``end`` moves (a trim).
+        self.ghost_key: int | None = None
 
     @property
     def end(self) -> int:
         """Position just past the edge's last token."""
         return self.start + len(self.tokens)
+
+    @property
+    def created(self) -> int:
+        """Creation order (the node id): what age-aware eviction policies read."""
+        return self.id
 
     @property
     def is_root(self) -> bool:
