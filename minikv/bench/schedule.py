@@ -123,6 +123,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                          "requests alike and all at once this is the same number, sooner)")
     ap.add_argument("--no-transformers", action="store_true", help="skip transformers' sequential generate")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="run the first configuration under torch.profiler and print its N costliest ops "
+                         "(ms per step); its timings then include the profiler's overhead")
     ap.add_argument("--json-file", help="also write the JSON object to this file")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     a = ap.parse_args(argv)
@@ -179,7 +182,10 @@ def run(argv: list[str]) -> int:
             engine.step()
         parts.cache.reset()
         engine = LLMEngine(parts=parts, **conf)
-        rep = _replay_mixed(engine, prompts, arrivals, per_request, bar.update)
+        if a.profile and not replays:
+            rep = _profiled(a.profile, label, lambda: _replay_mixed(engine, prompts, arrivals, per_request, bar.update))
+        else:
+            rep = _replay_mixed(engine, prompts, arrivals, per_request, bar.update)
         replays[label] = rep
         results[label] = summarize(rep)
     if not a.no_transformers:
@@ -253,6 +259,20 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]
                      f("preemptions", "{}") if label != "transformers" else "-", f("steps", "{}"),
                      f"{r['same_tokens_as_transformers']}/{r['compared_with_transformers']}" if "same_tokens_as_transformers" in r else "-"])
     return headers, rows
+
+
+def _profiled(top: int, label: str, go: Any) -> Any:
+    """``go()`` under torch.profiler; prints the ``top`` ops by self CPU time, in ms per engine step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        rep = go()
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    steps = max(1, rep.steps)
+    print(f"profile of {label!r}: {steps} steps; self CPU ms per step (calls per step)", file=sys.stderr)
+    for e in ops:
+        print(f"  {e.key:<50} {e.self_cpu_time_total / 1e3 / steps:9.2f} ms  ({e.count / steps:.0f})", file=sys.stderr)
+    return rep
 
 
 def _replay_mixed(engine: Any, prompts: list[list[int]], arrivals: list[float], per_request: dict[int, Any],
