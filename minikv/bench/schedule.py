@@ -21,8 +21,9 @@ Scenarios (``--scenario``; sizes overridable by the flags):
 
 - ``throughput``: ``--requests`` (8) of ``--shared`` (1024) shared + ``--unique`` (64) unique tokens, all at once,
   ``--max-tokens`` 32; continuous vs waves vs transformers.
-- ``poisson``: ``--requests`` (16) of 256 shared + 64 unique tokens, Poisson arrivals at ``--rate`` (1.5/s),
-  ``--max-tokens`` 32; continuous vs waves: TTFT.
+- ``poisson``: ``--requests`` (16) of 256 shared + 64 unique tokens, Poisson arrivals at ``--rate`` (3/s),
+  ``--max-tokens`` 48, a pool of ``--num-blocks`` (80) blocks, so waves' up-front reservation of prompt +
+  ``max_tokens`` blocks limits how many run; continuous vs waves: TTFT.
 - ``chunked``: ``--requests`` (4) short prompts decoding ``--max-tokens`` 64 tokens, then ``--long-requests`` (2) of
   ``--long-prompt`` (1024) tokens arriving at 0.5 s and 1.0 s; chunked prefill off vs on
   (``--chunk``: long_prefill_token_threshold, 128): inter-token latency.
@@ -46,7 +47,7 @@ from minikv.bench.online import replay_engine, replay_transformers, summarize
 SCENARIOS = ("throughput", "poisson", "chunked", "policy")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "throughput": dict(requests=8, shared=1024, unique=64, max_tokens=32, rate=math.inf),
-    "poisson": dict(requests=16, shared=256, unique=64, max_tokens=32, rate=1.5),
+    "poisson": dict(requests=16, shared=256, unique=64, max_tokens=48, rate=3.0, num_blocks=80),
     "chunked": dict(requests=4, shared=0, unique=32, max_tokens=64, rate=math.inf, long_requests=2,
                     long_prompt=1024, long_max_tokens=8, chunk=128),
     "policy": dict(requests=24, shared=256, unique=32, max_tokens=4, rate=math.inf, groups=4, num_blocks=56,
@@ -110,7 +111,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--long-prompt", type=int, help="chunked: tokens of each long prompt")
     ap.add_argument("--chunk", type=int, help="chunked: long_prefill_token_threshold when chunking is on")
     ap.add_argument("--groups", type=int, help="policy: few-shot groups")
-    ap.add_argument("--num-blocks", type=int, help="KV pool blocks (default: LLM's default pool; policy: 56)")
+    ap.add_argument("--num-blocks", type=int, help="KV pool blocks (default: LLM's default pool; poisson: 80, policy: 56)")
     ap.add_argument("--max-num-seqs", type=int, help="requests running at once (default 256; policy: 2)")
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--cache", default="radix", choices=["radix", "hash", "none"])
