@@ -73,3 +73,10 @@ def test_summary_by_hand():
     assert s["ttft_p50_ms"] == pytest.approx(1000.0) and s["max_wait_ms"] == pytest.approx(500.0)
     assert s["itl_p50_ms"] == pytest.approx(1500.0) and s["hit_rate"] == 0.25
     assert math.isnan(percentile([], 50)) and percentile([3, 1, 2], 100) == 3
+
+
+def test_listed_among_the_bench_cases(capsys):
+    from minikv.bench import main
+
+    assert main(["--help"]) == 0
+    assert "schedule" in capsys.readouterr().out
