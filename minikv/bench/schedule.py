@@ -159,13 +159,12 @@ def run(argv: list[str]) -> int:
     parts = EngineParts(a.model, **options)
     prompts, arrivals = make_requests(a.scenario, a, parts.tokenizer, parts.config.vocab_size)
     n = len(prompts)
-    long_ids = set(range(n)) if a.scenario != "chunked" else {i for i, p in enumerate(prompts) if len(p) == a.long_prompt}
-    max_tokens = a.max_tokens if a.scenario != "chunked" else None
+    long_ids = {i for i, p in enumerate(prompts) if len(p) == a.long_prompt} if a.scenario == "chunked" else set()
     longest = max(map(len, prompts)) + max(a.max_tokens, a.long_max_tokens)
     confs = configs(a.scenario, a, longest)
 
     def params_for(i: int) -> int:
-        return a.long_max_tokens if (max_tokens is None and i in long_ids) else a.max_tokens
+        return a.long_max_tokens if i in long_ids else a.max_tokens
 
     # each request's own SamplingParams (chunked: the long prompts make fewer tokens)
     per_request = {i: SamplingParams(max_tokens=params_for(i), temperature=0.0, ignore_eos=True) for i in range(n)}
@@ -235,7 +234,7 @@ def run(argv: list[str]) -> int:
         print(blob)
         return 0
     print(f"bench schedule {a.scenario}: {n} requests, prompts {min(info['prompt_tokens'])}..{max(info['prompt_tokens'])} "
-          f"tokens, {a.max_tokens} new each, pool {num_blocks} blocks of {a.block_size}, prefix_cache={a.cache}, "
+          f"tokens, {a.max_tokens} new each{f' ({a.long_max_tokens} for the long ones)' if long_ids else ''}, pool {num_blocks} blocks of {a.block_size}, prefix_cache={a.cache}, "
           f"model {a.model}, attention {parts.attention} ({machine_line()})")
     print_table(*table(results))
     if info["transformers_requests"] and info["transformers_requests"] < n:
