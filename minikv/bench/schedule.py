@@ -233,8 +233,10 @@ def run(argv: list[str]) -> int:
     if a.json:
         print(blob)
         return 0
-    print(f"bench schedule {a.scenario}: {n} requests, prompts {min(info['prompt_tokens'])}..{max(info['prompt_tokens'])} "
-          f"tokens, {a.max_tokens} new each{f' ({a.long_max_tokens} for the long ones)' if long_ids else ''}, pool {num_blocks} blocks of {a.block_size}, prefix_cache={a.cache}, "
+    lengths = info["prompt_tokens"]
+    longer = f" ({a.long_max_tokens} for the long ones)" if long_ids else ""
+    print(f"bench schedule {a.scenario}: {n} requests, prompts {min(lengths)}..{max(lengths)} tokens, "
+          f"{a.max_tokens} new each{longer}, pool {num_blocks} blocks of {a.block_size}, prefix_cache={a.cache}, "
           f"model {a.model}, attention {parts.attention} ({machine_line()})")
     print_table(*table(results))
     if info["transformers_requests"] and info["transformers_requests"] < n:
@@ -257,8 +259,15 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]
                      f("hit_rate", "{:.1%}") if label != "transformers" else "-",
                      f("pct_of_belady", "{:.0f}%"), f("pct_of_belady_own_order", "{:.0f}%"),
                      f("preemptions", "{}") if label != "transformers" else "-", f("steps", "{}"),
-                     f"{r['same_tokens_as_transformers']}/{r['compared_with_transformers']}" if "same_tokens_as_transformers" in r else "-"])
+                     same(r)])
     return headers, rows
+
+
+def same(r: dict[str, Any]) -> str:
+    """``k/n``: requests whose tokens equal transformers' of the ``n`` compared, or "-"."""
+    if "same_tokens_as_transformers" not in r:
+        return "-"
+    return f"{r['same_tokens_as_transformers']}/{r['compared_with_transformers']}"
 
 
 def _profiled(top: int, label: str, go: Any) -> Any:
