@@ -12,6 +12,7 @@ CASES = {
     "batch": ("minikv.bench.batch", "batched decode tokens/s: paged vs contiguous KV vs transformers"),
     "ttft": ("minikv.bench.ttft", "TTFT of a prefix-cache miss, a hit and the suffix alone, minikv vs transformers"),
     "cascade": ("minikv.bench.cascade", "decode over a shared prefix: shared-prefix (cascade) attention on vs off"),
+    "schedule": ("minikv.bench.schedule", "online engine under real-time arrivals: waves vs continuous, chunking, policies"),
     "prefix": ("minikv.bench.prefix", "prefix cache bookkeeping us/token and hit rate vs ideal: hash vs radix"),
     "evict": ("minikv.bench.evict", "eviction policies (LRU, LFU, SLRU, shallow, duel) vs Belady's optimum, no model"),
     "attention": ("minikv.bench.attention", "GPU: paged decode / prefill attention, Triton vs PyTorch, GB/s and % of peak"),
