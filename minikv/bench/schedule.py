@@ -117,6 +117,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--cache", default="radix", choices=["radix", "hash", "none"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="weights and KV of both minikv and transformers (default float32, the reference)")
     ap.add_argument("--attention", default="auto", choices=["auto", "torch", "triton"],
                     help="minikv's paged attention kernels (auto: Triton on CUDA, torch on CPU)")
     ap.add_argument("--transformers-requests", type=int, default=None,
@@ -153,7 +155,7 @@ def run(argv: list[str]) -> int:
     from minikv.engine.parts import EngineParts
 
     options: dict[str, Any] = dict(prefix_cache=a.cache, block_size=a.block_size, device=a.device,
-                                   attention=a.attention, dtype="float32")
+                                   attention=a.attention, dtype=a.dtype)
     if a.num_blocks is not None:
         options["num_blocks"] = a.num_blocks
     parts = EngineParts(a.model, **options)
