@@ -108,6 +108,19 @@ def long_outputs() -> tuple[list[dict], list[SamplingParams], int]:
     return prompts, params, need
 
 
+@pytest.mark.parametrize("name", ["tiny-qwen2", "tiny-llama:heads=6,kv_heads=2,head_dim=20,hidden=72,tie=1",
+                                  "tiny-llama:heads=5,kv_heads=5,head_dim=16,hidden=80"])
+def test_other_checkpoints(name: str) -> None:
+    """Qwen2 (q/k/v biases), GQA with an odd head dim and tied embeddings, MHA: the same tokens as waves."""
+    prompts, params = shared_prompts(), params_for(5)
+    assert drive(engine("radix", name=name, long_prefill_token_threshold=7), prompts, params, per_step=2) \
+        == reference(name)
+    prompts, params, need = long_outputs()
+    eng = engine("hash", num_blocks=need, block_size=4, name=name)
+    assert drive(eng, prompts, params) == reference(name, shared=8, most=40)
+    assert eng.get_stats().num_preemptions > 0
+
+
 @pytest.mark.parametrize("cache", CACHES)
 def test_preemption_by_recompute(cache: str) -> None:
     prompts, params, need = long_outputs()
