@@ -1,4 +1,4 @@
-"""The docstring examples of the scheduling and peek modules run (they are part of their spec)."""
+"""The docstring examples of the modules below run: they are part of their spec (``make test`` runs no doctests else)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import pytest
 
 MODULES = [
     "minikv.engine.policies",
-    "minikv.workloads",
-    "minikv.workloads.arrivals",
-    "minikv.workloads.scheduled",
-    "minikv.workloads.traces",
+    "minikv.engine.step_plan",
     "minikv.prefix.base",
+    "minikv.prefix.ghost",
+    "minikv.prefix.hash_peek",
     "minikv.prefix.hashing",
     "minikv.prefix.radix.cache",
+    "minikv.workloads",
+    "minikv.workloads.arrivals",
+    "minikv.workloads.belady",
+    "minikv.workloads.scheduled",
+    "minikv.workloads.traces",
 ]
 
 
