@@ -286,7 +286,7 @@ def test_max_model_len_above_the_model_is_clamped_and_bf16_runs_on_cpu() -> None
 
 def test_factory_errors_name_the_factory() -> None:
     def raises_type_error(num_blocks: int, block_size: int):
-        return BlockHashCache(num_blocks, block_size, "sha256", True, "extra")  # a bug in the factory's body
+        return BlockHashCache(num_blocks, block_size, "sha256", True, "lru", None, "extra")  # a bug in its body
 
     with pytest.raises(InvalidRequestError, match=r"the prefix_cache factory raised TypeError when called as "
                                                   r"factory\(\d+, 16, \*\*\{\}\): .*takes"):
