@@ -146,19 +146,21 @@ class LLMEngine:
 
     def check_fits(self, seq: Sequence, what: str = "the request") -> None:
         """Refuse (:class:`KVCacheFull` / :class:`InvalidRequestError`) a request that could never run."""
+        self._require_online()
+        self.parts.block_manager.check_fits(seq, what)
+        c = self.scheduler_config
+        need = seq.max_length(self.max_model_len)
+        if c.scheduler == "continuous" and not c.enable_chunked_prefill and need > c.max_num_batched_tokens:
+            raise InvalidRequestError(
+                f"{what} may need {need} tokens computed in one step ({len(seq.prompt_token_ids)} prompt + up "
+                f"to {seq.params.max_tokens} new, recomputed whole after a preemption), over "
+                f"max_num_batched_tokens={c.max_num_batched_tokens} with chunked prefill off; raise "
+                f"max_num_batched_tokens to {need} or set enable_chunked_prefill=True")
+
+    def _require_online(self) -> None:
         if self.scheduler is None:
             raise InvalidRequestError("the online engine needs the paged KV layout and no chapter-01 plug-ins; "
                                       "LLM.generate runs the contiguous layout")
-        self.parts.block_manager.check_fits(seq, what)
-        c = self.scheduler_config
-        if not c.enable_chunked_prefill or c.scheduler == "waves":
-            need = seq.max_length(self.max_model_len)
-            if c.scheduler == "continuous" and need > c.max_num_batched_tokens:
-                raise InvalidRequestError(
-                    f"{what} may need {need} tokens computed in one step ({len(seq.prompt_token_ids)} prompt + up "
-                    f"to {seq.params.max_tokens} new, recomputed whole after a preemption), over "
-                    f"max_num_batched_tokens={c.max_num_batched_tokens} with chunked prefill off; raise "
-                    f"max_num_batched_tokens to {need} or set enable_chunked_prefill=True")
 
     def add_request(self, request_id: Hashable, prompt: PromptLike, params: SamplingParams | None = None,
                     arrival_time: float | None = None, *, chat: bool = False) -> None:
@@ -212,8 +214,7 @@ class LLMEngine:
     # ---- one step -------------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         """Run one forward over the scheduled tokens; outputs for requests that got tokens or ended."""
-        if self.scheduler is None:
-            raise InvalidRequestError("the online engine needs the paged KV layout and no chapter-01 plug-ins")
+        self._require_online()
         with self._step_lock:
             sched = self.scheduler
             outputs = self._take_inbox()
