@@ -358,7 +358,7 @@ def _check_signature(what: str, factory: Callable[..., Any], options: dict[str, 
             named = {p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
             unknown = sorted(set(options) - named)
         if unknown:
-            valid = ", ".join(sorted(named - {"allocator"})) or "none"
+            valid = ", ".join(sorted(named - {"allocator", "offload"})) or "none"  # offload: cpu_offload_*
             raise InvalidRequestError(f"prefix_cache_options: {', '.join(map(repr, unknown))} is not an option "
                                       f"of {what}; its options are: {valid}") from None
         raise InvalidRequestError(f"{what} cannot be called as factory(num_blocks, block_size, "

@@ -101,6 +101,7 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin, HashOffloadMixin):
         verify: bool | None = None,
         policy: str | EvictionPolicy = "lru",
         ghost_size: int | None = None,
+        *,
         offload: OffloadTier | None = None,
     ) -> None:
         self._ledger = BlockLedger(num_blocks, block_size)

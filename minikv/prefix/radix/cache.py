@@ -67,6 +67,7 @@ class RadixCache(RadixTree, RadixInspection, RadixOffload):
         policy: str | EvictionPolicy = "lru",
         partial_copy: bool = True,
         ghost_size: int | None = None,
+        *,
         offload: OffloadTier | None = None,
     ) -> None:
         self._ledger = BlockLedger(num_blocks, block_size)
