@@ -10,10 +10,12 @@ import pytest
 MODULES = [
     "minikv.engine.policies",
     "minikv.engine.step_plan",
+    "minikv.kv.pool",
     "minikv.prefix.base",
     "minikv.prefix.ghost",
     "minikv.prefix.hash_peek",
     "minikv.prefix.hashing",
+    "minikv.prefix.offload",
     "minikv.prefix.radix.cache",
     "minikv.workloads",
     "minikv.workloads.arrivals",
