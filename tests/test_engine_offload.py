@@ -42,15 +42,17 @@ def chat_rounds(llm: LLM, conversations: int = 4, turns: int = 3, together: bool
     return got
 
 
-@pytest.mark.parametrize("together", [False, True])
+@pytest.mark.parametrize("together,sched", [(False, {}), (True, {}),
+                                             (True, {"policy": "lpm", "max_num_batched_tokens": 16})])
 @pytest.mark.parametrize("kind,opts", CACHES)
-def test_tier_gives_the_same_tokens_and_more_hits(kind: str, opts: dict, together: bool) -> None:
+def test_tier_gives_the_same_tokens_and_more_hits(kind: str, opts: dict, together: bool, sched: dict) -> None:
+    """``sched``: also under longest-prefix-match order (which peeks through the tier) and small prefill chunks."""
     plain = LLM("tiny-llama", device="cpu", **POOL)
     want = chat_rounds(plain, together=together)
-    cached = LLM("tiny-llama", device="cpu", prefix_cache=kind, prefix_cache_options=opts, **POOL)
+    cached = LLM("tiny-llama", device="cpu", prefix_cache=kind, prefix_cache_options=opts, **POOL, **sched)
     assert chat_rounds(cached, together=together) == want
     tiered = LLM("tiny-llama", device="cpu", prefix_cache=kind, prefix_cache_options=opts,
-                 cpu_offload_blocks=64, **POOL)
+                 cpu_offload_blocks=64, **POOL, **sched)
     assert chat_rounds(tiered, together=together) == want
     base, stats = cached.cache_stats(), tiered.cache_stats()
     assert stats.offload_hit_tokens > 0, f"the tier was never hit: {stats}"
