@@ -40,6 +40,10 @@ class RequestOutput:
     admission; ``miss`` says why the rest missed (a
     :class:`~minikv.prefix.report.MissReport`, None when the cache cannot
     tell). ``num_preemptions``: how often it was preempted and recomputed.
+    ``text`` is the text given out so far and ``delta_text`` what this output
+    added to it (whole characters; while a request with ``stop`` strings runs,
+    its last few characters wait until they cannot begin a stop string).
+    ``stop_reason``: the stop string that ended it, if one did.
     """
 
     request_id: int | str
@@ -54,3 +58,5 @@ class RequestOutput:
     finished: bool = True
     miss: MissReport | None = None
     num_preemptions: int = 0
+    delta_text: str = ""
+    stop_reason: str | None = None
