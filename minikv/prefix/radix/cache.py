@@ -220,7 +220,9 @@ class RadixCache(RadixTree, RadixInspection, RadixOffload):
         block and stamps the path's access time and hit count. A partial last
         block comes as a fresh block plus ``copy_from_block``/``copy_tokens``
         (see the package docstring); if no block can be had for it, the hit is
-        cut to whole blocks. Never raises :class:`KVCacheFull`.
+        cut to whole blocks. With an offload tier the hit goes on there, in
+        full blocks copied back into fresh ones (:mod:`minikv.prefix.radix.offload`);
+        a tier block then replaces a partial last block. Never raises :class:`KVCacheFull`.
         """
         tokens = as_token_ids(token_ids)
         ns = make_namespace(salt, extra_keys)
