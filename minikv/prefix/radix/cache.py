@@ -182,7 +182,7 @@ class RadixCache(RadixTree, RadixInspection, RadixOffload):
         if length % bs and not self.partial_copy:
             length -= length % bs
         budget = self.num_allocatable - (self._evictable_on_path(root, tokens, length) if length else 0)
-        run = self._tier_run(tokens, ns, length // bs, budget)
+        run = self._tier_run(tokens, ns, length // bs, budget, memo=True)
         if run:
             return (length // bs + len(run)) * bs
         if length % bs and budget <= 0:

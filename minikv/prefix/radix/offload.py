@@ -24,7 +24,8 @@ of :mod:`minikv.prefix.radix` changes); the tier holds what the tree evicted:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable
 
 from minikv.prefix.base import max_cached_blocks
 from minikv.prefix.block_hashes import HASH_FUNCTIONS, ROOT_HASH, block_extra_keys, encode_block, iter_block_hashes
@@ -107,22 +108,48 @@ class RadixOffload:
 
     # ----------------------------------------------------------------- match
 
-    def _tier_run(self, tokens: list[int], ns: Namespace, first: int, budget: int) -> list[bytes]:
-        """Keys of the tier's blocks from block range ``first`` on, in prompt order, as many as ``budget`` allows."""
+    def _tier_run(self, tokens: list[int], ns: Namespace, first: int, budget: int, memo: bool = False) -> list[bytes]:
+        """Keys of the tier's blocks from block range ``first`` on, in prompt order, as many as ``budget`` allows.
+
+        ``memo`` (``peek``): take the prompt's keys from a bounded memo, as a
+        scheduler peeks at the same waiting prompts step after step; ``match``
+        hashes lazily, only up to the first block the tier lacks.
+        """
         tier = self.offload
         limit = max_cached_blocks(len(tokens), self.block_size)
         if tier is None or not len(tier) or first >= limit or budget < 1:
             return []
-        salt, extra = ns
         run: list[bytes] = []
-        hashes: Iterator = iter_block_hashes(tokens, self.block_size, salt, extra, _SHA256, limit)
-        for r, (h, _, _) in enumerate(hashes):
+        if memo:
+            hashes = iter(self._prompt_hashes(tokens, ns, limit))
+        else:
+            hashes = (h for h, _, _ in iter_block_hashes(tokens, self.block_size, *ns, _SHA256, limit))
+        for r, h in enumerate(hashes):
             if r < first:
                 continue
             if h not in tier or len(run) == budget:
                 break
             run.append(h)
         return run
+
+    MEMO_TOKENS = 1 << 18
+    """Prompt tokens whose block keys are remembered (a scheduler peeks every waiting prompt each step)."""
+
+    def _prompt_hashes(self, tokens: list[int], ns: Namespace, limit: int) -> list[bytes]:
+        """The keys of the first ``limit`` full blocks of ``tokens`` in tree ``ns``, from a bounded memo when there."""
+        key = (ns, tuple(tokens[: limit * self.block_size]))
+        memo = self.__dict__.setdefault("_key_memo", OrderedDict())
+        hashes = memo.get(key)
+        if hashes is not None:
+            memo.move_to_end(key)
+            return hashes
+        salt, extra = ns
+        hashes = [h for h, _, _ in iter_block_hashes(tokens, self.block_size, salt, extra, _SHA256, limit)]
+        memo[key] = hashes
+        self._memo_tokens = getattr(self, "_memo_tokens", 0) + len(key[1])
+        while self._memo_tokens > self.MEMO_TOKENS:
+            self._memo_tokens -= len(memo.popitem(last=False)[0][1])
+        return hashes
 
     def _load_run(self, ns: Namespace, tokens: list[int], full: list[int], run: list[bytes]) -> list[int]:
         """Copy the tier's ``run`` back into fresh blocks and insert them after ``full`` (held) in the tree."""
