@@ -68,7 +68,7 @@ class RadixOffload:
         while not root.is_root:
             root = root.parent
         assert root.namespace is not None
-        salt, extra = root.namespace
+        salt, extra = _encodable(root.namespace)
         done, base = (0, ROOT_HASH) if up.is_root else up.offload_key
         assert first >= done, "an ancestor's key reaches past the node's first block"
         toks = self._path_tokens(node, done * bs)
@@ -123,7 +123,7 @@ class RadixOffload:
         if memo:
             hashes = iter(self._prompt_hashes(tokens, ns, limit))
         else:
-            hashes = (h for h, _, _ in iter_block_hashes(tokens, self.block_size, *ns, _SHA256, limit))
+            hashes = (h for h, _, _ in iter_block_hashes(tokens, self.block_size, *_encodable(ns), _SHA256, limit))
         for r, h in enumerate(hashes):
             if r < first:
                 continue
@@ -143,7 +143,7 @@ class RadixOffload:
         if hashes is not None:
             memo.move_to_end(key)
             return hashes
-        salt, extra = ns
+        salt, extra = _encodable(ns)
         hashes = [h for h, _, _ in iter_block_hashes(tokens, self.block_size, salt, extra, _SHA256, limit)]
         memo[key] = hashes
         self._memo_tokens = getattr(self, "_memo_tokens", 0) + len(key[1])
@@ -169,6 +169,25 @@ class RadixOffload:
 
     def _offload_fields(self) -> dict[str, int]:
         return offload_fields(self.offload, self._offload_hit_tokens)
+
+
+def _encodable(ns: Namespace) -> Namespace:
+    """The tree's ``(salt, extra_keys)`` in the types a block hash encodes (ints, str, bytes, tuples).
+
+    The tree takes any hashable salt; one of another type (a float, a
+    frozenset) enters the keys as its type name and ``repr``, so eviction
+    never fails on it.
+    """
+
+    def enc(x: object) -> object:
+        if x is None or isinstance(x, (int, str, bytes)):
+            return x
+        if isinstance(x, tuple):
+            return tuple(enc(v) for v in x)
+        return ("minikv/repr", type(x).__qualname__, repr(x))
+
+    salt, extra = ns
+    return enc(salt), tuple(enc(v) for v in extra)
 
 
 def _key_known(node: RadixNode, block_size: int) -> bool:
