@@ -95,7 +95,8 @@ def main() -> int:
     report.append(f"## parity: {'OK' if ok else 'FAILED'}\n\n```\n{text[-3000:]}\n```\n")
     env = {"TRITON_INTERPRET": "0"}
     code, text = run_part("gpu tests", [py, "-m", "pytest", "-q", "-p", "no:randomly", "tests/test_triton_attention.py",
-                                        "tests/test_triton_step.py", "tests/test_bench_attention.py"],
+                                        "tests/test_triton_step.py", "tests/test_triton_cascade.py",
+                                        "tests/test_bench_attention.py"],
                           min(90, left()), out / "gpu_tests.log", env)
     ok &= code == 0
     report.append(f"## GPU tests: exit {code}\n\n```\n{text[-1500:]}\n```\n")
@@ -104,7 +105,8 @@ def main() -> int:
         model = ["--model", SMOL_SHAPE, "--device", "cuda", "--attention", backend]
         benches += [(f"bench generate ({backend})", ["generate", "--repeats", "2", *model], 25),
                     (f"bench ttft ({backend})", ["ttft", "--repeats", "2", *model], 25),
-                    (f"bench batch ({backend})", ["batch", "--repeats", "1", *model], 25)]
+                    (f"bench batch ({backend})", ["batch", "--repeats", "1", *model], 25),
+                    (f"bench cascade ({backend})", ["cascade", "--repeats", "2", *model], 25)]
     for title, case, limit in benches:
         if left() < 10:
             report.append(f"## {title}: not run (the 5-minute budget is spent)\n")

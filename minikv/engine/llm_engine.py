@@ -195,14 +195,17 @@ class LLMEngine:
                 self._live[seq.external_id] = seq
                 self._inbox.append(seq)
 
-    def abort_request(self, request_id: Hashable) -> None:
-        """Stop a request at the next step and free its blocks. Unknown or finished ids are ignored (as vLLM).
+    def abort_request(self, request_id: Hashable | list | tuple | set) -> None:
+        """Stop a request (or a list of them) at the next step and free its blocks.
 
-        Its last output (``finish_reason="abort"``) comes from that step.
+        Unknown or finished ids are ignored (as vLLM). Its last output (``finish_reason="abort"``)
+        comes from that step.
         """
+        ids = list(request_id) if isinstance(request_id, (list, tuple, set)) else [request_id]
         with self._lock:
-            if request_id in self._live:
-                self._aborts.append(request_id)
+            for rid in ids:
+                if rid in self._live:
+                    self._aborts.append(rid)
 
     def has_unfinished_requests(self) -> bool:
         with self._lock:

@@ -125,14 +125,7 @@ class OpenAIServer:
         return req
 
     def _chat_prompt(self, req: ChatCompletionRequest) -> dict[str, list[int]]:
-        tok = self.engine.tokenizer
-        if not getattr(tok, "chat_template", None):
-            raise InvalidRequestError(f"model {self.model_name!r} has no chat template; use /v1/completions")
-        try:
-            text = tok.apply_chat_template(req.message_dicts(), tokenize=False, add_generation_prompt=True)
-        except Exception as e:  # the template rejects the conversation (e.g. roles out of order)
-            raise InvalidRequestError(f"the chat template refused these messages: {e}") from None
-        return {"prompt_token_ids": tok.encode(text, add_special_tokens=False)}
+        return {"prompt_token_ids": self.engine.parts.encode_messages(req.message_dicts())}
 
     def _default_max_tokens(self, prompt_len: int) -> int:
         """Chat's default (OpenAI: as many as fit): the rest of the context, within an empty KV pool."""
