@@ -170,6 +170,70 @@ CELLS = [
         print("not done yet: finish exercise 7.1 in exercises/ch07_serving.py")
     """),
     md(r"""
+    Pick a text, a stop string and whether the stop string stays in the output, and watch each token
+    go through minikv's detokenizer: what the token decodes to alone, the text so far, what is sent,
+    and what is held back.
+    """),
+    code(r"""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    STREAM_TEXTS = {"tea, symbols": "Tea ☕ costs ≈ 3, √ fine ✓\n\nNext question",
+                    "Greek, Cyrillic": "Ж is not λ; Ω ≈ ∑ ♥\n\nMore?"}
+    STREAM_STOPS = {'"\\n\\n"': ["\n\n"], '"≈"': ["≈"], '"is not"': ["is not"], "none": []}
+
+    def draw_stream(text_name, stop_name, include):
+        ids = tok.encode(STREAM_TEXTS[text_name], add_special_tokens=False)
+        det = IncrementalDetokenizer(tok, STREAM_STOPS[stop_name], include)
+        rows = []
+        for k, t in enumerate(ids):
+            det.push([t])
+            piece = det.take()
+            rows.append([str(k), repr(tok.decode([t])), repr(det.text), repr(piece), repr(det.text[det.sent:])])
+            if det.stop_reason is not None:
+                break
+        rows.append(["end", "", repr(det.text), repr(det.take(finished=True)), ""])
+        fig, ax = plt.subplots(figsize=(10, 0.21 * len(rows) + 0.5))
+        ax.axis("off")
+        table = ax.table(cellText=rows, colLabels=["token", "decodes to", "text so far", "sent", "held back"],
+                         loc="upper center", cellLoc="left", colWidths=[0.06, 0.14, 0.44, 0.18, 0.18])
+        table.auto_set_font_size(False)
+        table.set_fontsize(7.5)
+        for (r, c), cell in table.get_celld().items():
+            if r > 0 and c == 3 and rows[r - 1][3] not in ("''", ""):
+                cell.set_facecolor("#d9f0d3")
+            if r > 0 and c == 4 and rows[r - 1][4] not in ("''", ""):
+                cell.set_facecolor("#fde0c5")
+        reason = f"stopped at {det.stop_reason!r}" if det.stop_reason else "no stop string met"
+        held = f"the last {det.holdback} character{'s' * (det.holdback != 1)} held back while running"
+        ax.set_title(f"{len(rows) - 1} of {len(ids)} tokens pushed, {reason}; {held}", fontsize=9, loc="left")
+        plt.tight_layout()
+        return fig
+
+    plt.close(draw_stream("tea, symbols", '"\\n\\n"', False))   # a quick self-test, so an error shows here
+
+    def stream_explorer():
+        # The controls and the drawing they redraw; the callback keeps its own Output (a local name).
+        text = widgets.Dropdown(options=list(STREAM_TEXTS), description="text")
+        stop = widgets.Dropdown(options=list(STREAM_STOPS), description="stop")
+        include = widgets.Checkbox(value=False, description="include_stop_str_in_output")
+        view = widgets.Output()
+
+        def redraw(_=None):
+            with view:
+                view.clear_output(wait=True)
+                fig = draw_stream(text.value, stop.value, include.value)
+                display(fig)
+                plt.close(fig)
+
+        for w in (text, stop, include):
+            w.observe(redraw, names="value")
+        redraw()
+        return widgets.VBox([widgets.HBox([text, stop, include]), view])
+
+    display(stream_explorer())
+    """),
+    md(r"""
     Empty pieces are steps where the text waited (half an emoji, or characters that could begin
     `"\n\n"`); nothing after the stop string goes out. vLLM's detokenizer does the same: it decodes a
     short window of recent tokens (`prefix_offset`, `read_offset`, an idea from Hugging Face's
