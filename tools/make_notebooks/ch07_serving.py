@@ -378,7 +378,8 @@ CELLS = [
     | `minikv:request_success_total{finished_reason=...}` | counter | ended requests: stop, length, abort |
 
     Counters count from the server's start. To know the hit rate of *your* traffic, scrape before and
-    after and take the difference.
+    after and take the difference. The same arithmetic reads a vLLM server's scrape: its counters are
+    `vllm:prefix_cache_queries_total` and `vllm:prefix_cache_hits_total` (`prefix="vllm:"` below).
 
     ### Exercise 7.4 · `hit_rate_between(before, after)`
     """),
