@@ -80,11 +80,14 @@ class StreamDetokenizer:
         self.tokenizer = tokenizer
         self.stop = [s for s in stop if s]
         self.include_stop = include_stop_str_in_output
-        self.holdback = 0 if include_stop_str_in_output else max((len(s) for s in self.stop), default=1) - 1
         self.ids: list[int] = []
         self.text = ""  # whole characters decoded so far (cut at a stop string once one appears)
         self.sent = 0  # characters of text already given out by take
         self.stop_reason: str | None = None
+        # holdback: how many of the text's last characters take() keeps back while the request runs
+        ### BEGIN SOLUTION
+        self.holdback = 0 if include_stop_str_in_output else max((len(s) for s in self.stop), default=1) - 1
+        ### END SOLUTION
 
     @property
     def stopped(self) -> bool:
