@@ -235,10 +235,11 @@ CELLS = [
     """),
     md(r"""
     Empty pieces are steps where the text waited (half an emoji, or characters that could begin
-    `"\n\n"`); nothing after the stop string goes out. vLLM's detokenizer does the same: it decodes a
-    short window of recent tokens (`prefix_offset`, `read_offset`, an idea from Hugging Face's
-    text-generation-inference) and holds back `max(len(stop)) - 1` characters unless the stop string
-    is included in the output.
+    `"\n\n"`); nothing after the stop string goes out. vLLM's detokenizer
+    (`vllm/v1/engine/detokenizer.py`) does the same: it decodes incrementally (a short window of recent
+    tokens, `prefix_offset` and `read_offset`, or, for fast tokenizers, the `tokenizers` library's
+    `DecodeStream`) and holds back `stop_buffer_length = max(len(s) for s in stop) - 1` characters
+    unless the stop string is included in the output.
 
     ## 3 · Latency as a client measures it
 
