@@ -456,8 +456,9 @@ CELLS = [
     * **SGLang** splits a server into processes too (a tokenizer manager, the scheduler with the radix
       cache, a detokenizer manager, talking over ZeroMQ). Its `/metrics` appear with `--enable-metrics`,
       named `sglang:...`: `sglang:prompt_tokens_total`, `sglang:time_to_first_token_seconds`, a
-      `sglang:cache_hit_rate` gauge, and per request the usage's `cached_tokens` (see its "Production
-      Metrics" page). `--disable-radix-cache` turns its prefix cache off.
+      `sglang:cache_hit_rate` gauge (see its "Production Metrics" page); per request it fills
+      `usage.prompt_tokens_details.cached_tokens` when started with `--enable-cache-report`.
+      `--disable-radix-cache` turns its prefix cache off.
     * Both projects ship a benchmark client that measures what exercise 7.2 computes (vLLM's
       `vllm bench serve`, formerly `benchmarks/benchmark_serving.py`; SGLang's
       `python -m sglang.bench_serving`), with shared-prefix workloads: vLLM's `prefix_repetition`
