@@ -1,0 +1,119 @@
+"""``minikv bench serve-overhead``: what the HTTP layer costs, ``minikv serve`` vs the offline engine, in one process.
+
+One :class:`~minikv.engine.LLMEngine` (``max_num_seqs`` = ``--concurrency``)
+runs the same requests two ways, one after the other, ``--repeats`` times:
+
+- offline: every prompt added at once, ``step`` until done (what
+  ``LLM.generate`` does); at most ``--concurrency`` run at a time;
+- served: the engine behind a :class:`~minikv.serve.ServerThread` on a
+  loopback port, and ``minikv bench serve`` sending the same prompts to
+  ``/v1/completions`` with ``--concurrency`` streams in flight.
+
+Greedy with ``ignore_eos``: every request makes exactly ``--max-tokens``
+tokens either way, so output tokens/s compare like with like. The prefix
+cache is ``none`` by default so that no run reuses what an earlier one
+left (with a cache, both ways would hit the previous run's blocks). The
+best of the repeats counts; a warm-up request runs first. The ratio
+served / offline is the share of the engine's throughput a client sees
+through HTTP, SSE and detokenization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from minikv.bench.serve import run_benchmark
+from minikv.errors import InvalidRequestError
+from minikv.workloads.serve_traces import WORKLOADS, Conversation, make_workload, render_prompt
+
+
+def offline_tokens_per_s(engine: Any, prompts: list[str], max_tokens: int) -> tuple[float, float, int]:
+    """All ``prompts`` through ``engine`` offline: (output tokens/s, seconds, output tokens)."""
+    from minikv import SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    start = time.perf_counter()
+    for i, p in enumerate(prompts):
+        engine.add_request(f"offline-{i}-{start}", p, params)
+    tokens = 0
+    while engine.has_unfinished_requests():
+        tokens += sum(len(o.new_token_ids) for o in engine.step())
+    seconds = time.perf_counter() - start
+    return tokens / seconds, seconds, tokens
+
+
+def served_tokens_per_s(engine: Any, conversations: list[Conversation], concurrency: int) -> tuple[float, float, int]:
+    """The same requests through a server on ``engine``: (output tokens/s, seconds, output tokens)."""
+    from minikv.serve import ServerThread
+
+    with ServerThread(engine=engine) as srv:
+        run = run_benchmark(srv.url, conversations, model=srv.model_name, endpoint="completions",
+                            concurrency=concurrency, ignore_eos=True, progress=False)
+    s = run.summary
+    if s["failed"]:
+        from minikv.bench.serve_stats import failure_lines
+
+        raise InvalidRequestError("the served run had failures: " + "; ".join(failure_lines(run.results)))
+    return s["output_throughput"], s["duration_s"], s["output_tokens"]
+
+
+def compare(model: str = "smollm2-135m", workload: str = "system-prompt", num_requests: int = 64,
+            concurrency: int = 16, max_tokens: int = 32, repeats: int = 2, prefix_cache: str = "none",
+            seed: int = 0, device: str | None = None, **engine_options: Any) -> dict[str, Any]:
+    """Offline vs served output tokens/s on the same requests (best of ``repeats``); the dict :func:`run` prints."""
+    from minikv import LLMEngine
+
+    if workload == "multi-turn":
+        raise InvalidRequestError("serve-overhead needs one-turn requests (the offline run has no previous answers); "
+                                  f"pick one of {', '.join(w for w in WORKLOADS if w != 'multi-turn')}")
+    conversations = make_workload(workload, num_requests=num_requests, max_tokens=max_tokens, seed=seed)
+    prompts = [render_prompt(c.messages(0, [])) for c in conversations]
+    engine = LLMEngine(model, prefix_cache=prefix_cache, max_num_seqs=concurrency, device=device, **engine_options)
+    offline_tokens_per_s(engine, prompts[:1], 4)  # warm-up
+    rows: dict[str, list[tuple[float, float, int]]] = {"offline": [], "served": []}
+    for _ in range(repeats):
+        rows["offline"].append(offline_tokens_per_s(engine, prompts, max_tokens))
+        rows["served"].append(served_tokens_per_s(engine, conversations, concurrency))
+    best = {k: max(v) for k, v in rows.items()}
+    return {"model": model, "workload": workload, "num_requests": num_requests, "concurrency": concurrency,
+            "max_tokens": max_tokens, "prefix_cache": prefix_cache, "repeats": repeats,
+            "runs": {k: [{"tokens_per_s": t, "seconds": s, "tokens": n} for t, s, n in v] for k, v in rows.items()},
+            "offline_tokens_per_s": best["offline"][0], "served_tokens_per_s": best["served"][0],
+            "ratio": best["served"][0] / best["offline"][0]}
+
+
+def run(argv: list[str]) -> int:
+    from minikv.bench.common import machine_line, print_table
+
+    p = argparse.ArgumentParser(prog="minikv bench serve-overhead", description=__doc__.split("\n\n")[0].strip("` "))
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--device", default=None)
+    p.add_argument("--workload", default="system-prompt", choices=[w for w in WORKLOADS if w != "multi-turn"])
+    p.add_argument("--num-requests", type=int, default=64)
+    p.add_argument("--concurrency", type=int, default=16, help="streams in flight, and the engine's max_num_seqs")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--prefix-cache", default="none", choices=["none", "hash", "radix"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, metavar="PATH")
+    a = p.parse_args(argv)
+    r = compare(a.model, a.workload, a.num_requests, a.concurrency, a.max_tokens, a.repeats, a.prefix_cache, a.seed,
+                a.device)
+    print(f"# {machine_line()}; {a.model}, {a.workload}, {a.num_requests} requests x {a.max_tokens} tokens, "
+          f"{a.concurrency} streams, prefix cache {a.prefix_cache}, best of {a.repeats}")
+    print_table(["run", "output tok/s", "each repeat (tok/s)"],
+                [[k, f"{r[f'{k}_tokens_per_s']:.1f}", ", ".join(f"{x['tokens_per_s']:.1f}" for x in r["runs"][k])]
+                 for k in ("offline", "served")])
+    print(f"served / offline: {r['ratio']:.1%}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"command": "minikv bench serve-overhead " + " ".join(argv), "machine": machine_line(), **r}, f,
+                      indent=1)
+        print(f"wrote {a.json}")
+    return 0
+
+
+__all__ = ["compare", "offline_tokens_per_s", "run", "served_tokens_per_s"]
