@@ -224,3 +224,78 @@ def test_docstring_examples(name: str) -> None:
 
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---- against a real minikv server (tiny model, loopback, a free port) ----------------------------------------
+TINY = dict(shared_len=20, unique_len=4, max_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def server():
+    from minikv.serve import ServerThread
+
+    with ServerThread("tiny-llama", prefix_cache="radix", device="cpu") as srv:
+        yield srv
+
+
+def test_cli_table_and_json_against_the_server(server, tmp_path, capsys) -> None:
+    from minikv.cli import main
+
+    path = tmp_path / "run.json"
+    argv = ["bench", "serve", "--base-url", server.base_url, "--workload", "system-prompt", "--num-requests", "6",
+            "--concurrency", "2", "--shared-len", "20", "--unique-len", "4", "--max-tokens", "4", "--ignore-eos",
+            "--no-progress", "--json", str(path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "6 completed, 0 failed" in out and "TTFT" in out and "TPOT" in out
+    rec = json.loads(path.read_text())
+    assert rec["command"].startswith("minikv bench serve --base-url") and rec["model"] == server.model_name
+    assert set(rec["versions"]) == {"minikv", "python", "httpx"} and rec["base_url"] == server.url
+    assert rec["summary"]["output_tokens"] == 24 and len(rec["requests"]) == 6
+    assert all(r["ok"] and r["completion_tokens"] == 4 and r["ttft"] > 0 for r in rec["requests"])
+    # the radix cache serves the shared system prompt: the server reports hits
+    assert rec["summary"]["cached_tokens"] > 0
+    assert sum(r["cached_tokens"] > 0 for r in rec["requests"]) >= 4
+
+
+def test_multi_turn_sends_the_servers_real_answers(server) -> None:
+    from minikv.bench.serve import run_benchmark
+
+    run = run_benchmark(server.url, "multi-turn", groups=2, turns=3, concurrency=2, ignore_eos=True, progress=False,
+                        seed=3, **TINY)
+    assert run.summary["completed"] == 6
+    conversations = make_workload("multi-turn", groups=2, turns=3, seed=3, **TINY)
+    tok = server.engine.tokenizer
+    for i, conv in enumerate(conversations):
+        mine = [r for r in run.results if r.conversation == i]
+        answers = [r.text for r in mine]
+        assert all(answers)
+        for k, r in enumerate(mine):
+            sent = tok.apply_chat_template(conv.messages(k, answers[:k]), tokenize=True, add_generation_prompt=True)
+            assert r.prompt_tokens == len(sent), "the server must have seen exactly the earlier real answers"
+        assert mine[2].prompt_tokens > mine[1].prompt_tokens + mine[1].completion_tokens
+
+
+def test_completions_endpoint_and_a_failing_request_does_not_stop_the_run(server) -> None:
+    from minikv.bench.serve import run_benchmark
+
+    ok = Conversation(None, ("Once upon a time",), max_tokens=3)
+    too_long = Conversation(None, ("word " * 5000,), max_tokens=3)  # past the model's 1,024 positions: HTTP 400
+    run = run_benchmark(server.url, [ok, too_long, ok], endpoint="completions", progress=False, ignore_eos=True)
+    s = run.summary
+    assert (s["completed"], s["failed"]) == (2, 1) and s["output_tokens"] == 6
+    assert "HTTP 400" in run.results[1].error
+    with pytest.raises(EndpointError, match="does not serve model 'nope'"):
+        run_benchmark(server.url, [ok], model="nope", progress=False)
+
+
+def test_demo_serve_prints_ttft_side_by_side(capsys) -> None:
+    from minikv.cli import main
+
+    assert main(["demo", "--serve", "--model", "tiny-llama", "--device", "cpu", "--num-requests", "3",
+                 "--concurrency", "1", "--shared-len", "20", "--max-tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "--prefix-cache none" in out and "--prefix-cache radix" in out
+    line = next(l for l in out.splitlines() if l.strip().startswith("p50"))
+    assert line.strip().endswith("x")
+    assert "cached prompt tokens: none 0, radix" in out
