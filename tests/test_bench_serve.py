@@ -265,13 +265,12 @@ def test_multi_turn_sends_the_servers_real_answers(server) -> None:
                         seed=3, **TINY)
     assert run.summary["completed"] == 6
     conversations = make_workload("multi-turn", groups=2, turns=3, seed=3, **TINY)
-    tok = server.engine.tokenizer
     for i, conv in enumerate(conversations):
         mine = [r for r in run.results if r.conversation == i]
         answers = [r.text for r in mine]
         assert all(answers)
         for k, r in enumerate(mine):
-            sent = tok.apply_chat_template(conv.messages(k, answers[:k]), tokenize=True, add_generation_prompt=True)
+            sent = server.engine.parts.encode_messages(conv.messages(k, answers[:k]))
             assert r.prompt_tokens == len(sent), "the server must have seen exactly the earlier real answers"
         assert mine[2].prompt_tokens > mine[1].prompt_tokens + mine[1].completion_tokens
 

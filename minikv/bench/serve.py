@@ -138,8 +138,8 @@ def run_benchmark(base_url: str, workload: str | list[Conversation] = "system-pr
     arrivals = poisson_arrivals(len(conversations), rate, seed=seed)
     per_conv, duration = _run_coroutine(_drive(conversations, root + ENDPOINTS[endpoint], endpoint, model, arrivals,
                                                concurrency, temperature, seed, ignore_eos, timeout, progress))
-    options = dict(rate=rate, concurrency=concurrency, seed=seed, temperature=temperature, ignore_eos=ignore_eos,
-                   num_requests=num_requests(conversations), **workload_options)
+    options = dict(workload_options, rate=rate, concurrency=concurrency, seed=seed, temperature=temperature,
+                   ignore_eos=ignore_eos, num_requests=num_requests(conversations))
     return BenchRun(root, model, endpoint, name, [r for rs in per_conv for r in rs], duration, options)
 
 
