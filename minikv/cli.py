@@ -81,7 +81,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from minikv import LLM, SamplingParams
 
     if args.serve:
+        args.max_tokens = args.max_tokens or 16
         return _demo_serve(args)
+    args.max_tokens = args.max_tokens or 48
 
     llm = LLM(args.model, device=args.device, prefix_cache=args.prefix_cache)
     print(f"model: {args.model}  ({llm.config.num_layers} layers, {llm.config.num_heads} heads / "
@@ -145,12 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the engine's main job on the embedded model")
     model_args(p)
-    p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument("--max-tokens", type=int, default=None, help="new tokens per answer (default 48; --serve: 16)")
     p.add_argument("--prefix-cache", default="hash", choices=["hash", "radix", "none"])
     p.add_argument("--serve", action="store_true",
                    help="start minikv serve without and with a radix cache, benchmark both with minikv bench serve")
-    p.add_argument("--num-requests", type=int, default=16, help="--serve: requests per server")
-    p.add_argument("--concurrency", type=int, default=4, help="--serve: requests in flight")
+    p.add_argument("--num-requests", type=int, default=8, help="--serve: requests per server")
+    p.add_argument("--concurrency", type=int, default=2, help="--serve: requests in flight")
     p.add_argument("--shared-len", type=int, default=384, help="--serve: system prompt length in words")
     p.add_argument("questions", nargs="*", help="extra questions to ask")
     p.set_defaults(func=_cmd_demo)
