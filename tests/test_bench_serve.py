@@ -298,3 +298,16 @@ def test_demo_serve_prints_ttft_side_by_side(capsys) -> None:
     line = next(l for l in out.splitlines() if l.strip().startswith("p50"))
     assert line.strip().endswith("x")
     assert "cached prompt tokens: none 0, radix" in out
+
+
+def test_serve_overhead_runs_the_same_requests_both_ways(tmp_path, capsys) -> None:
+    from minikv.bench import main as bench_main
+
+    path = tmp_path / "overhead.json"
+    assert bench_main(["serve-overhead", "--model", "tiny-llama", "--device", "cpu", "--num-requests", "4",
+                       "--concurrency", "2", "--max-tokens", "3", "--repeats", "1", "--shared-len", "10",
+                       "--unique-len", "3", "--prefix-cache", "radix", "--json", str(path)]) == 0
+    assert "served / offline:" in capsys.readouterr().out
+    rec = json.loads(path.read_text())
+    assert rec["runs"]["offline"][0]["tokens"] == rec["runs"]["served"][0]["tokens"] == 12
+    assert rec["ratio"] == pytest.approx(rec["served_tokens_per_s"] / rec["offline_tokens_per_s"])

@@ -4,16 +4,23 @@ One :class:`~minikv.engine.LLMEngine` (``max_num_seqs`` = ``--concurrency``)
 runs the same requests two ways, one after the other, ``--repeats`` times:
 
 - offline: every prompt added at once, ``step`` until done (what
-  ``LLM.generate`` does); at most ``--concurrency`` run at a time;
+  ``LLM.generate`` does); at most ``--concurrency`` run at a time. The loop
+  runs in a thread of its own, as the server's engine loop does: torch's
+  CPU kernels do not run the same in the main thread and in another one
+  (intra-op parallelism is set up per thread; on a loaded 2-core machine a
+  small matmul in the main thread with 2 threads was measured 60x slower
+  than in a second thread), so both sides get the same threading;
 - served: the engine behind a :class:`~minikv.serve.ServerThread` on a
   loopback port, and ``minikv bench serve`` sending the same prompts to
   ``/v1/completions`` with ``--concurrency`` streams in flight.
 
 Greedy with ``ignore_eos``: every request makes exactly ``--max-tokens``
 tokens either way, so output tokens/s compare like with like. The prefix
-cache is ``none`` by default so that no run reuses what an earlier one
-left (with a cache, both ways would hit the previous run's blocks). The
-best of the repeats counts; a warm-up request runs first. The ratio
+cache is ``none`` by default, so that no run reuses what an earlier one
+left; with ``--prefix-cache radix`` (or ``hash``) a warm-up pass sends every
+prompt once first, so that every timed run, offline or served, finds the
+same warm cache (what a server with a cache sees in steady state). The
+best of the repeats counts; a warm-up request runs first either way. The ratio
 served / offline is the share of the engine's throughput a client sees
 through HTTP, SSE and detokenization.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from typing import Any
 
@@ -31,18 +39,31 @@ from minikv.workloads.serve_traces import WORKLOADS, Conversation, make_workload
 
 
 def offline_tokens_per_s(engine: Any, prompts: list[str], max_tokens: int) -> tuple[float, float, int]:
-    """All ``prompts`` through ``engine`` offline: (output tokens/s, seconds, output tokens)."""
+    """All ``prompts`` through ``engine`` offline, in a thread of its own: (output tokens/s, seconds, output tokens)."""
     from minikv import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    start = time.perf_counter()
-    for i, p in enumerate(prompts):
-        engine.add_request(f"offline-{i}-{start}", p, params)
-    tokens = 0
-    while engine.has_unfinished_requests():
-        tokens += sum(len(o.new_token_ids) for o in engine.step())
-    seconds = time.perf_counter() - start
-    return tokens / seconds, seconds, tokens
+    out: list[Any] = []
+
+    def loop() -> None:
+        try:
+            start = time.perf_counter()
+            for i, p in enumerate(prompts):
+                engine.add_request(f"offline-{i}-{start}", p, params)
+            tokens = 0
+            while engine.has_unfinished_requests():
+                tokens += sum(len(o.new_token_ids) for o in engine.step())
+            seconds = time.perf_counter() - start
+            out.append((tokens / seconds, seconds, tokens))
+        except BaseException as e:  # re-raised in the caller's thread
+            out.append(e)
+
+    worker = threading.Thread(target=loop, name="minikv-offline")
+    worker.start()
+    worker.join()
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
 
 
 def served_tokens_per_s(engine: Any, conversations: list[Conversation], concurrency: int) -> tuple[float, float, int]:
@@ -62,17 +83,19 @@ def served_tokens_per_s(engine: Any, conversations: list[Conversation], concurre
 
 def compare(model: str = "smollm2-135m", workload: str = "system-prompt", num_requests: int = 64,
             concurrency: int = 16, max_tokens: int = 32, repeats: int = 2, prefix_cache: str = "none",
-            seed: int = 0, device: str | None = None, **engine_options: Any) -> dict[str, Any]:
+            seed: int = 0, device: str | None = None, shared_len: int | None = None, unique_len: int | None = None,
+            **engine_options: Any) -> dict[str, Any]:
     """Offline vs served output tokens/s on the same requests (best of ``repeats``); the dict :func:`run` prints."""
     from minikv import LLMEngine
 
     if workload == "multi-turn":
         raise InvalidRequestError("serve-overhead needs one-turn requests (the offline run has no previous answers); "
                                   f"pick one of {', '.join(w for w in WORKLOADS if w != 'multi-turn')}")
-    conversations = make_workload(workload, num_requests=num_requests, max_tokens=max_tokens, seed=seed)
+    conversations = make_workload(workload, num_requests=num_requests, max_tokens=max_tokens, seed=seed,
+                                  shared_len=shared_len, unique_len=unique_len)
     prompts = [render_prompt(c.messages(0, [])) for c in conversations]
     engine = LLMEngine(model, prefix_cache=prefix_cache, max_num_seqs=concurrency, device=device, **engine_options)
-    offline_tokens_per_s(engine, prompts[:1], 4)  # warm-up
+    offline_tokens_per_s(engine, prompts if prefix_cache != "none" else prompts[:1], 1)  # warm-up
     rows: dict[str, list[tuple[float, float, int]]] = {"offline": [], "served": []}
     for _ in range(repeats):
         rows["offline"].append(offline_tokens_per_s(engine, prompts, max_tokens))
@@ -98,10 +121,12 @@ def run(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--prefix-cache", default="none", choices=["none", "hash", "radix"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shared-len", type=int, default=None, help="the workload's shared part, in words")
+    p.add_argument("--unique-len", type=int, default=None, help="each request's own part, in words")
     p.add_argument("--json", default=None, metavar="PATH")
     a = p.parse_args(argv)
     r = compare(a.model, a.workload, a.num_requests, a.concurrency, a.max_tokens, a.repeats, a.prefix_cache, a.seed,
-                a.device)
+                a.device, a.shared_len, a.unique_len)
     print(f"# {machine_line()}; {a.model}, {a.workload}, {a.num_requests} requests x {a.max_tokens} tokens, "
           f"{a.concurrency} streams, prefix cache {a.prefix_cache}, best of {a.repeats}")
     print_table(["run", "output tok/s", "each repeat (tok/s)"],
