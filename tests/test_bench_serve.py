@@ -311,3 +311,14 @@ def test_serve_overhead_runs_the_same_requests_both_ways(tmp_path, capsys) -> No
     rec = json.loads(path.read_text())
     assert rec["runs"]["offline"][0]["tokens"] == rec["runs"]["served"][0]["tokens"] == 12
     assert rec["ratio"] == pytest.approx(rec["served_tokens_per_s"] / rec["offline_tokens_per_s"])
+
+
+def test_run_benchmark_works_inside_a_running_event_loop(server) -> None:
+    """A Jupyter kernel already runs an asyncio loop in the main thread; the client must still work there."""
+    from minikv.bench.serve import run_benchmark
+
+    async def notebook_cell():
+        return run_benchmark(server.url, "prefix-repetition", num_requests=2, groups=1, progress=False, **TINY)
+
+    run = asyncio.run(notebook_cell())
+    assert run.summary["completed"] == 2 and run.model == server.model_name
