@@ -6,10 +6,14 @@ runs the same requests two ways, one after the other, ``--repeats`` times:
 - offline: every prompt added at once, ``step`` until done (what
   ``LLM.generate`` does); at most ``--concurrency`` run at a time. The loop
   runs in a thread of its own, as the server's engine loop does: torch's
-  CPU kernels do not run the same in the main thread and in another one
-  (intra-op parallelism is set up per thread; on a loaded 2-core machine a
-  small matmul in the main thread with 2 threads was measured 60x slower
-  than in a second thread), so both sides get the same threading;
+  CPU kernels do not run at the same speed in the main thread and in
+  another one (on a loaded 2-core machine, a 512x64 by 64x64 matmul with
+  torch's 2 threads ran 4x to 60x slower in the main thread than in a
+  second thread, which behaves as if single-threaded; with
+  ``torch.set_num_threads(1)`` the main thread is as fast), so both sides
+  get the same threading
+  (``--offline-thread main``: the main thread, as a script calling
+  ``LLM.generate`` does);
 - served: the engine behind a :class:`~minikv.serve.ServerThread` on a
   loopback port, and ``minikv bench serve`` sending the same prompts to
   ``/v1/completions`` with ``--concurrency`` streams in flight.
@@ -38,8 +42,9 @@ from minikv.errors import InvalidRequestError
 from minikv.workloads.serve_traces import WORKLOADS, Conversation, make_workload, render_prompt
 
 
-def offline_tokens_per_s(engine: Any, prompts: list[str], max_tokens: int) -> tuple[float, float, int]:
-    """All ``prompts`` through ``engine`` offline, in a thread of its own: (output tokens/s, seconds, output tokens)."""
+def offline_tokens_per_s(engine: Any, prompts: list[str], max_tokens: int,
+                         in_main_thread: bool = False) -> tuple[float, float, int]:
+    """All ``prompts`` through ``engine`` offline, in a thread of its own (or this one): (tokens/s, seconds, tokens)."""
     from minikv import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
@@ -58,9 +63,12 @@ def offline_tokens_per_s(engine: Any, prompts: list[str], max_tokens: int) -> tu
         except BaseException as e:  # re-raised in the caller's thread
             out.append(e)
 
-    worker = threading.Thread(target=loop, name="minikv-offline")
-    worker.start()
-    worker.join()
+    if in_main_thread:
+        loop()
+    else:
+        worker = threading.Thread(target=loop, name="minikv-offline")
+        worker.start()
+        worker.join()
     if isinstance(out[0], BaseException):
         raise out[0]
     return out[0]
@@ -84,7 +92,7 @@ def served_tokens_per_s(engine: Any, conversations: list[Conversation], concurre
 def compare(model: str = "smollm2-135m", workload: str = "system-prompt", num_requests: int = 64,
             concurrency: int = 16, max_tokens: int = 32, repeats: int = 2, prefix_cache: str = "none",
             seed: int = 0, device: str | None = None, shared_len: int | None = None, unique_len: int | None = None,
-            **engine_options: Any) -> dict[str, Any]:
+            offline_in_main_thread: bool = False, **engine_options: Any) -> dict[str, Any]:
     """Offline vs served output tokens/s on the same requests (best of ``repeats``); the dict :func:`run` prints."""
     from minikv import LLMEngine
 
@@ -98,11 +106,12 @@ def compare(model: str = "smollm2-135m", workload: str = "system-prompt", num_re
     offline_tokens_per_s(engine, prompts if prefix_cache != "none" else prompts[:1], 1)  # warm-up
     rows: dict[str, list[tuple[float, float, int]]] = {"offline": [], "served": []}
     for _ in range(repeats):
-        rows["offline"].append(offline_tokens_per_s(engine, prompts, max_tokens))
+        rows["offline"].append(offline_tokens_per_s(engine, prompts, max_tokens, offline_in_main_thread))
         rows["served"].append(served_tokens_per_s(engine, conversations, concurrency))
     best = {k: max(v) for k, v in rows.items()}
     return {"model": model, "workload": workload, "num_requests": num_requests, "concurrency": concurrency,
             "max_tokens": max_tokens, "prefix_cache": prefix_cache, "repeats": repeats,
+            "offline_thread": "main" if offline_in_main_thread else "worker",
             "runs": {k: [{"tokens_per_s": t, "seconds": s, "tokens": n} for t, s, n in v] for k, v in rows.items()},
             "offline_tokens_per_s": best["offline"][0], "served_tokens_per_s": best["served"][0],
             "ratio": best["served"][0] / best["offline"][0]}
@@ -123,12 +132,15 @@ def run(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shared-len", type=int, default=None, help="the workload's shared part, in words")
     p.add_argument("--unique-len", type=int, default=None, help="each request's own part, in words")
+    p.add_argument("--offline-thread", default="worker", choices=["worker", "main"],
+                   help="where the offline loop runs: a thread of its own like the server's loop, or the main thread")
     p.add_argument("--json", default=None, metavar="PATH")
     a = p.parse_args(argv)
     r = compare(a.model, a.workload, a.num_requests, a.concurrency, a.max_tokens, a.repeats, a.prefix_cache, a.seed,
-                a.device, a.shared_len, a.unique_len)
+                a.device, a.shared_len, a.unique_len, a.offline_thread == "main")
     print(f"# {machine_line()}; {a.model}, {a.workload}, {a.num_requests} requests x {a.max_tokens} tokens, "
-          f"{a.concurrency} streams, prefix cache {a.prefix_cache}, best of {a.repeats}")
+          f"{a.concurrency} streams, prefix cache {a.prefix_cache}, offline loop in the {a.offline_thread} thread, "
+          f"best of {a.repeats}")
     print_table(["run", "output tok/s", "each repeat (tok/s)"],
                 [[k, f"{r[f'{k}_tokens_per_s']:.1f}", ", ".join(f"{x['tokens_per_s']:.1f}" for x in r["runs"][k])]
                  for k in ("offline", "served")])
