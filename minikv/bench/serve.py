@@ -177,7 +177,7 @@ def record(run: BenchRun, argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="minikv bench serve", description=__doc__.split("\n\n")[0].strip("` "))
+    p = argparse.ArgumentParser(prog="minikv bench serve", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("--base-url", required=True, help="the server, e.g. http://127.0.0.1:8000 (a trailing /v1 is fine)")
     p.add_argument("--model", default=None, help="model name to ask for (default: the first of GET /v1/models)")
     p.add_argument("--workload", default="system-prompt", choices=list(WORKLOADS))

@@ -120,7 +120,8 @@ def compare(model: str = "smollm2-135m", workload: str = "system-prompt", num_re
 def run(argv: list[str]) -> int:
     from minikv.bench.common import machine_line, print_table
 
-    p = argparse.ArgumentParser(prog="minikv bench serve-overhead", description=__doc__.split("\n\n")[0].strip("` "))
+    p = argparse.ArgumentParser(prog="minikv bench serve-overhead",
+                                description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--device", default=None)
     p.add_argument("--workload", default="system-prompt", choices=[w for w in WORKLOADS if w != "multi-turn"])
