@@ -18,7 +18,6 @@ from minikv.bench.serve_client import (
     read_usage,
     send_request,
     server_root,
-    tpot,
 )
 from minikv.bench.serve_stats import distribution, format_table, percentile, summarize
 from minikv.errors import EndpointError, EndpointUnreachableError, InvalidRequestError
@@ -43,7 +42,8 @@ def test_tpot_is_decode_time_over_tokens_after_the_first() -> None:
     assert r.itl == pytest.approx([0.4, 0.4])
     r.completion_tokens = None  # no usage: one token per text chunk
     assert r.num_output_tokens == 3 and r.tpot == pytest.approx(0.4)
-    assert tpot(1.0, 0.5, 1) is None and tpot(None, 0.5, 4) is None
+    one = RequestResult(0, 0, ok=True, start=0.0, end=0.3, chunk_times=[0.3], completion_tokens=1)
+    assert one.tpot is None and one.ttft == pytest.approx(0.3) and one.itl == []
     failed = RequestResult(0, 1, ok=False, start=1.0, chunk_times=[1.1], completion_tokens=3)
     assert failed.ttft is None and failed.tpot is None and failed.num_output_tokens == 0
 
@@ -216,8 +216,7 @@ def test_completions_payload_is_one_text() -> None:
     assert "seed" not in body and body["temperature"] == 0.0
 
 
-@pytest.mark.parametrize("name", ["minikv.bench.serve_client", "minikv.bench.serve_stats",
-                                  "minikv.workloads.serve_traces"])
+@pytest.mark.parametrize("name", ["minikv.bench.serve_client", "minikv.workloads.serve_traces"])
 def test_docstring_examples(name: str) -> None:
     import doctest
     import importlib

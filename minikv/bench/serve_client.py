@@ -3,14 +3,12 @@
 The client speaks plain HTTP with httpx rather than through the ``openai``
 package so that every timestamp is taken where the bytes arrive: the send
 time just before the request goes out, then one ``time.perf_counter()`` per
-Server-Sent Events chunk that carries text. From those:
+Server-Sent Events chunk that carries text (a first chunk with only
+``role`` does not count). TTFT, E2E, inter-token latencies and TPOT follow
+from those as :mod:`minikv.bench.latency` defines them (vLLM's and SGLang's
+definitions), with ``n`` the server's ``usage.completion_tokens`` (or the
+number of text chunks when it does not say);
 
-- TTFT: first chunk with text minus send time (the first token the user
-  sees; a first chunk with only ``role`` does not count);
-- inter-token latencies: the gaps between text chunks (a chunk that brings
-  several tokens is one gap, as vLLM's and SGLang's clients count them);
-- TPOT: ``(e2e - ttft) / (n_out - 1)``, ``n_out`` the server's
-  ``usage.completion_tokens`` (or the number of text chunks when it does not say);
 - cached tokens: ``usage.prompt_tokens_details.cached_tokens`` of the last
   chunk (asked for with ``stream_options.include_usage``), ``None`` when the
   server does not report it: unknown, which is not 0.
@@ -31,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from minikv.bench.latency import StreamLatency, stream_latency
 from minikv.errors import EndpointError, EndpointUnreachableError
 
 ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -67,12 +66,22 @@ class RequestResult:
     cached_tokens: int | None = None  # None: the server did not report it
 
     @property
+    def latency(self) -> StreamLatency | None:
+        """TTFT, E2E, ITL and TPOT (:func:`minikv.bench.latency.stream_latency`); None unless it completed with text."""
+        if not self.ok or not self.chunk_times:
+            return None
+        return stream_latency(self.start, self.chunk_times, max(self.num_output_tokens, len(self.chunk_times)))
+
+    @property
     def ttft(self) -> float | None:
-        return self.chunk_times[0] - self.start if self.ok and self.chunk_times else None
+        return self.latency.ttft if self.latency else None
 
     @property
     def e2e(self) -> float | None:
-        return self.end - self.start if self.ok else None
+        """Send to last text chunk (the end of the stream when no text came)."""
+        if not self.ok:
+            return None
+        return self.latency.e2e if self.latency else self.end - self.start
 
     @property
     def num_output_tokens(self) -> int:
@@ -82,30 +91,17 @@ class RequestResult:
 
     @property
     def itl(self) -> list[float]:
-        return [b - a for a, b in zip(self.chunk_times, self.chunk_times[1:])] if self.ok else []
+        return self.latency.itl if self.latency else []
 
     @property
     def tpot(self) -> float | None:
-        return tpot(self.e2e, self.ttft, self.num_output_tokens)
+        return self.latency.tpot if self.latency else None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("chunk_times")
         d.update(ttft=self.ttft, e2e=self.e2e, tpot=self.tpot, itl=self.itl, num_output_tokens=self.num_output_tokens)
         return d
-
-
-def tpot(e2e: float | None, ttft: float | None, n_out: int) -> float | None:
-    """Time per output token after the first: ``(e2e - ttft) / (n_out - 1)``; ``None`` below two tokens.
-
-    >>> tpot(1.0, 0.2, 5)
-    0.2
-    >>> tpot(1.0, 0.2, 1) is None
-    True
-    """
-    if e2e is None or ttft is None or n_out < 2:
-        return None
-    return (e2e - ttft) / (n_out - 1)
 
 
 def build_payload(endpoint: str, model: str, messages: list[dict[str, str]], max_tokens: int,
@@ -217,4 +213,4 @@ def pick_model(base_url: str, model: str | None) -> str:
 
 
 __all__ = ["ENDPOINTS", "RequestResult", "build_payload", "list_models", "pick_model", "read_usage",
-           "send_request", "server_root", "tpot"]
+           "send_request", "server_root"]

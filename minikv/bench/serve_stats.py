@@ -8,7 +8,8 @@ the JSON's ``summary``:
   byte), ``request_throughput`` (completed requests / duration) and
   ``output_throughput`` (output tokens of completed requests / duration);
 - ``ttft_ms``, ``tpot_ms``, ``itl_ms``, ``e2e_ms``: each ``{mean, p50, p90, p99}``
-  over completed requests (ITL over every gap of every request);
+  over completed requests (ITL over every gap of every request), percentiles
+  as :mod:`minikv.bench.latency` takes them;
 - ``prompt_tokens``, ``cached_tokens`` and ``cache_hit_rate``
   (cached / prompt tokens): ``None`` when the server reported no cached
   tokens at all ("unknown" in the table, never 0).
@@ -20,37 +21,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from minikv.bench.latency import PERCENTILES, distribution, percentile
 from minikv.bench.serve_client import RequestResult
-
-PERCENTILES = (50, 90, 99)
-
-
-def percentile(xs: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) by linear interpolation between closest ranks (numpy's default); nan for none.
-
-    >>> percentile([1.0, 2.0, 3.0, 4.0], 50), percentile([1.0, 2.0, 3.0, 4.0], 90), percentile([5.0], 99)
-    (2.5, 3.7, 5.0)
-    """
-    if not xs:
-        return float("nan")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be in 0..100, got {q}")
-    s = sorted(xs)
-    pos = (len(s) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def distribution(xs: Sequence[float], scale: float = 1e3) -> dict[str, float]:
-    """``{mean, p50, p90, p99}`` of ``xs`` times ``scale`` (seconds to ms by default); nan when empty.
-
-    >>> distribution([0.1, 0.2, 0.3])["p50"]
-    200.0
-    """
-    out = {"mean": scale * sum(xs) / len(xs) if xs else float("nan")}
-    out.update({f"p{q}": scale * percentile(xs, q) for q in PERCENTILES})
-    return out
 
 
 def summarize(results: Sequence[RequestResult], duration: float | None = None) -> dict[str, Any]:
