@@ -49,6 +49,7 @@ class EngineProber:
 
         self.llm = llm
         self._params = SamplingParams
+        self.vocab_size: int = len(llm.tokenizer)
 
     def send(self, token_ids: Sequence[int], salt: str | None = None) -> Probe:
         params = self._params(max_tokens=1, temperature=0.0, cache_salt=salt)
