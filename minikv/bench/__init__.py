@@ -15,6 +15,7 @@ CASES = {
     "schedule": ("minikv.bench.schedule", "online engine under real-time arrivals: waves vs continuous, chunking, policies"),
     "prefix": ("minikv.bench.prefix", "prefix cache bookkeeping us/token and hit rate vs ideal: hash vs radix"),
     "evict": ("minikv.bench.evict", "eviction policies (LRU, LFU, SLRU, shallow, duel) vs Belady's optimum, no model"),
+    "offload": ("minikv.bench.offload", "CPU offload tier: multi-turn hit rate with and without it, recompute vs copy-back per block"),
     "attention": ("minikv.bench.attention", "GPU: paged decode / prefill attention, Triton vs PyTorch, GB/s and % of peak"),
 }
 
