@@ -123,7 +123,9 @@ CELLS = [
     md(r"""
     Read the right panel: short prefixes hide in the noise (a 16-token hit saves a few microseconds
     of `tiny-llama`'s prefill, less than the jitter of a busy machine, so their AUC wanders around
-    0.5 from run to run), long ones do not. The **ROC AUC** is the probability that a probe of
+    0.5 from run to run, and can even fall well below it: on this tiny model a short hit's
+    bookkeeping can cost more than the few tokens it saves; an AUC far below 0.5 leaks as well, the
+    attacker only flips its rule), long ones do not. The **ROC AUC** is the probability that a probe of
     the sent prefix is faster than a probe of a decoy: 1.0 is a full leak, 0.5 means the timing says
     nothing. With `n1` hit probes and `n2` decoys, pure chance has a spread of
     `sqrt((n1 + n2 + 1) / (12 n1 n2))` around 0.5 (about 0.10 here), so a measured AUC is
