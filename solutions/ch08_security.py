@@ -15,6 +15,7 @@ plugs into the engine (the grader swaps it in for minikv's tier of
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
@@ -120,9 +121,9 @@ class HostTier(OffloadTier):
     The second cache level: ``num_blocks`` slots of host memory
     (``self.host``, one slot per KV block) holding blocks the prefix cache
     evicted from the KV pool ``self.pool``, looked up by the cache's block key.
-    :class:`~minikv.prefix.offload.OffloadTier` (the base class) sets up the
-    state and gives the rest (``get``, ``checkin``, ``discard``, ``reset``,
-    ``stats``); you write its three moves. The state:
+    :class:`~minikv.prefix.offload.OffloadTier` (the base class) gives the
+    rest of the interface (``get``, ``checkin``, ``discard``, ``reset``,
+    ``stats``); you set up the state and write its three moves. The state:
 
     * ``self._index``: an ``OrderedDict`` ``key -> (slot, meta)``, least
       recently stored first (the next to drop);
@@ -134,6 +135,26 @@ class HostTier(OffloadTier):
     self.host, slots)`` copies pool blocks into host slots,
     ``self.pool.load_blocks(self.host, slots, block_ids)`` copies back.
     """
+
+    def __init__(self, pool: Any, num_blocks: int) -> None:
+        """Set up an empty tier of ``num_blocks`` host slots over ``pool`` (a :class:`~minikv.kv.KVPool`).
+
+        ``self.pool``, ``self.num_blocks``, ``self.block_size`` (the pool's);
+        ``self.host = pool.host_buffer(num_blocks)`` (zeroed host memory, pinned
+        on CUDA, one slot per block: ``[num_blocks, 2, layers, block_size,
+        kv_heads, head_dim]``); ``_index`` an empty ``OrderedDict``, ``_free``
+        every slot, ``_out`` and the three counters 0.
+        """
+        ### BEGIN SOLUTION
+        self.pool = pool
+        self.num_blocks = num_blocks
+        self.block_size = pool.block_size
+        self.host = pool.host_buffer(num_blocks)
+        self._index = OrderedDict()
+        self._free = list(range(num_blocks - 1, -1, -1))
+        self._out = 0
+        self._stored = self._loaded = self._dropped = 0
+        ### END SOLUTION
 
     def store(self, items: Sequence[tuple[Hashable, int, Any]]) -> None:
         """Copy evicted pool blocks out: each ``(key, block_id, meta)`` becomes the newest entry.
