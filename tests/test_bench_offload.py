@@ -9,6 +9,7 @@ import pytest
 from minikv.bench import CASES, main
 
 TINY = ["offload", "--conversations", "6", "--turns", "3", "--capacity-tokens", "512", "--tier-blocks", "4,256",
+        "--engine-conversations", "4", "--engine-turns", "2", "--engine-pool-tokens", "256",
         "--model", "tiny-llama", "--device", "cpu", "--prompt-blocks", "3", "--repeats", "1"]  # fmt: skip
 
 
@@ -28,6 +29,9 @@ def test_json_has_both_caches_with_and_without_the_tier(capsys: pytest.CaptureFi
                 assert x["pool_hit_rate"] + x["tier_hit_rate"] == pytest.approx(x["hit_rate"])
     rr = [x for x in h["traces"]["multi-turn-rr"]["runs"] if x["cache"] == "hash"]
     assert rr[-1]["hit_rate"] >= 2 * rr[0]["hit_rate"]  # round robin thrashes LRU: the tier saves it
+    e = report["engine"]
+    assert e["same_first_tokens"] and [x["tier_blocks"] for x in e["runs"]] == [0, 1024]
+    assert e["runs"][1]["hit_rate"] >= e["runs"][0]["hit_rate"] and e["runs"][0]["tier_hit_rate"] == 0
     t = report["time_per_block"]
     assert t["prompt_blocks"] == 3 and set(t["ttft"]) == {"miss", "pool", "tier"}
     assert t["save_ms_per_block"] > 0 and t["load_ms_per_block"] > 0

@@ -10,9 +10,12 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from minikv import LLM, LLMEngine, SamplingParams
 from minikv.errors import InvalidRequestError
+from minikv.kv import KVPool
+from minikv.prefix import OffloadTier
 from pool_checks import assert_nothing_allocated
 
 GREEDY = SamplingParams(max_tokens=4, temperature=0.0)
@@ -42,15 +45,17 @@ def chat_rounds(llm: LLM, conversations: int = 4, turns: int = 3, together: bool
     return got
 
 
-@pytest.mark.parametrize("together", [False, True])
+@pytest.mark.parametrize("together,sched", [(False, {}), (True, {}),
+                                             (True, {"policy": "lpm", "max_num_batched_tokens": 16})])
 @pytest.mark.parametrize("kind,opts", CACHES)
-def test_tier_gives_the_same_tokens_and_more_hits(kind: str, opts: dict, together: bool) -> None:
+def test_tier_gives_the_same_tokens_and_more_hits(kind: str, opts: dict, together: bool, sched: dict) -> None:
+    """``sched``: also under longest-prefix-match order (which peeks through the tier) and small prefill chunks."""
     plain = LLM("tiny-llama", device="cpu", **POOL)
     want = chat_rounds(plain, together=together)
-    cached = LLM("tiny-llama", device="cpu", prefix_cache=kind, prefix_cache_options=opts, **POOL)
+    cached = LLM("tiny-llama", device="cpu", prefix_cache=kind, prefix_cache_options=opts, **POOL, **sched)
     assert chat_rounds(cached, together=together) == want
     tiered = LLM("tiny-llama", device="cpu", prefix_cache=kind, prefix_cache_options=opts,
-                 cpu_offload_blocks=64, **POOL)
+                 cpu_offload_blocks=64, **POOL, **sched)
     assert chat_rounds(tiered, together=together) == want
     base, stats = cached.cache_stats(), tiered.cache_stats()
     assert stats.offload_hit_tokens > 0, f"the tier was never hit: {stats}"
@@ -114,3 +119,32 @@ def test_bad_offload_options_say_what_to_give(kw: dict, match: str) -> None:
     kw = {"prefix_cache": "hash", **kw}
     with pytest.raises(InvalidRequestError, match=match):
         LLM("tiny-llama", device="cpu", **POOL, **kw)
+
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@GPU
+def test_on_cuda_the_host_tier_is_pinned_and_copies_round_trip() -> None:
+    pool = KVPool(2, 2, 8, block_size=4, num_blocks=8, dtype=torch.bfloat16, device="cuda")
+    pool.kv.copy_(torch.randn_like(pool.kv))
+    want = pool.kv[:, :, [5, 2, 7]].clone()
+    tier = OffloadTier(pool, 4)
+    assert tier.host.is_pinned() and tier.host.device.type == "cpu"
+    tier.store([("a", 5, None), ("b", 2, None), ("c", 7, None)])
+    pool.kv.zero_()  # the default stream overwrites the blocks: it waits for the copies out first
+    tier.load(tier.checkout(["a", "b", "c"]), [0, 1, 3])
+    assert torch.equal(pool.kv[:, :, [0, 1, 3]], want)
+
+
+@pytest.mark.gpu
+@GPU
+@pytest.mark.parametrize("kind", ["hash", "radix"])
+def test_on_cuda_the_tier_gives_the_same_tokens(kind: str) -> None:
+    on = dict(device="cuda", dtype=torch.float32, attention="torch", **POOL)
+    want = chat_rounds(LLM("tiny-llama", **on), together=True)
+    tiered = LLM("tiny-llama", prefix_cache=kind, cpu_offload_blocks=64, **on)
+    assert chat_rounds(tiered, together=True) == want
+    assert tiered.cache_stats().offload_hit_tokens > 0
+    assert_nothing_allocated(tiered, "after the chats")

@@ -343,3 +343,23 @@ def test_any_policy_and_page_keeps_peek_equal_to_match_and_leaks_nothing(seed, n
         cache.check_invariants()
     cache.reset()
     assert len(tier) == 0 and tier.stats().stored == 0
+
+
+@pytest.mark.parametrize("make", [lambda n, t: BlockHashCache(n, BS, offload=t), lambda n, t: RadixCache(n, BS, offload=t),
+                                  lambda n, t: RadixCache(n, BS, page_size=1, offload=t)])
+def test_the_tier_keeps_salts_apart(make) -> None:
+    """Blocks evicted under one salt come back only to that salt (any hashable salt, for the tree)."""
+    tier = OffloadTier(tiny_pool(6), 16)
+    cache = make(6, tier)
+    tokens = list(range(1, 22))  # 5 full blocks + 1: fills the pool, so each request evicts the last
+    salts = ["a", "b", 1.5] if isinstance(cache, RadixCache) else ["a", "b", None]
+    got = {}
+    for salt in [*salts, *salts]:
+        m = cache.match(tokens, salt)
+        table = [*m.block_ids, *cache.allocate(6 - len(m.block_ids))]
+        cache.insert(tokens, table, salt)
+        cache.release(table)
+        got.setdefault(salt, []).append(m.num_cached_tokens)
+    assert all(hits == [0, 20] for hits in got.values()), got  # the second time: all 5 blocks from the tier
+    assert cache.stats().offload_hit_tokens == 3 * 20
+    tier.check_invariants()

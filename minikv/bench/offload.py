@@ -12,7 +12,12 @@ Two parts, in one process:
    32k tokens) without a tier and with tiers of ``--tier-blocks``. Reported:
    hit rate, the part served by the tier, the gain over no tier, and what
    the tier stored, loaded and dropped.
-2. **Time per block** on the model (``--model``, default SmolLM2-135M; ``none``
+2. **The engine** on the model (``--model``): a smaller round-robin chat
+   trace (``--engine-conversations`` x ``--engine-turns``) sent one request
+   at a time to an ``LLM`` whose pool of ``--engine-pool-tokens`` holds
+   about a third of it, without and with a tier that holds it all: hit
+   rate and TTFT (mean, p50, p90), and the same greedy first tokens.
+3. **Time per block** on the model (``--model``, default SmolLM2-135M; ``none``
    skips it): the TTFT of a ``--prompt-blocks``-block prompt (plus one
    token, the last-token rule) when it misses, when it hits in the pool, and
    when every block comes back from the tier; ``(miss - hit) / blocks`` is
@@ -77,6 +82,40 @@ def hit_rates(args: argparse.Namespace, tiers: list[int]) -> dict:
     return out
 
 
+def engine_run(args: argparse.Namespace) -> dict:
+    """The round-robin chats through the engine, one request at a time, without and with the tier."""
+    from minikv import LLM, SamplingParams
+
+    one = SamplingParams(max_tokens=1, temperature=0.0)
+    bs = args.block_size
+    pool_blocks = args.engine_pool_tokens // bs
+    rows, first_tokens = [], []
+    for tier_blocks in (0, args.engine_tier_blocks):
+        llm = LLM(args.model, prefix_cache=args.time_cache, block_size=bs, device=args.device, num_blocks=pool_blocks,
+                  cpu_offload_blocks=tier_blocks or None)  # fmt: skip
+        vocab = min(llm.config.vocab_size, 49152)
+        trace = multi_turn_trace(args.engine_conversations, args.engine_turns, vocab=vocab, seed=args.seed,
+                                 interleave="round-robin")  # fmt: skip
+        llm.generate({"prompt_token_ids": trace[0][:8]}, one)  # warm up, then start clean
+        llm.reset_prefix_cache()
+        ttfts, firsts = [], []
+        t0 = time.perf_counter()
+        for ids in trace:
+            out = llm.generate({"prompt_token_ids": ids}, one)[0]
+            ttfts.append(out.metrics.ttft)
+            firsts.append(out.token_ids[0])
+        wall = time.perf_counter() - t0
+        s = llm.cache_stats()
+        ttfts.sort()
+        rows.append({"tier_blocks": tier_blocks, "hit_rate": s.hit_rate, "tier_hit_rate": s.offload_hit_rate,
+                     "ttft_mean": sum(ttfts) / len(ttfts), "ttft_p50": ttfts[len(ttfts) // 2],
+                     "ttft_p90": ttfts[int(0.9 * (len(ttfts) - 1))], "seconds": wall})  # fmt: skip
+        first_tokens.append(firsts)
+    return {"model": args.model, "cache": args.time_cache, "pool_blocks": pool_blocks, "requests": len(trace),
+            "prompt_tokens": sum(map(len, trace)), "same_first_tokens": first_tokens[0] == first_tokens[1],
+            "runs": rows}  # fmt: skip
+
+
 def block_times(args: argparse.Namespace) -> dict:
     """TTFT of a miss, a pool hit and a tier hit of one prompt, and the copies alone, per block."""
     from minikv import LLM, SamplingParams
@@ -134,6 +173,10 @@ def run(argv: list[str]) -> int:
     ap.add_argument("--time-cache", default="hash", choices=list(CACHES), help="cache for the time per block")
     ap.add_argument("--prompt-blocks", type=int, default=64, help="blocks of the timed prompt (64)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--engine-conversations", type=int, default=12, help="engine part: conversations (12; 0 skips)")
+    ap.add_argument("--engine-turns", type=int, default=4, help="engine part: turns each (4)")
+    ap.add_argument("--engine-pool-tokens", type=int, default=2048, help="engine part: KV pool in tokens (2048)")
+    ap.add_argument("--engine-tier-blocks", type=int, default=1024, help="engine part: tier in blocks (1024)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args(argv)
@@ -145,10 +188,14 @@ def run(argv: list[str]) -> int:
         ap.error(f"--tier-blocks must be comma-separated whole numbers, got {args.tier_blocks!r}")
     if not tiers or min(tiers) < 1:
         ap.error("--tier-blocks must give sizes >= 1")
-    if min(args.block_size, args.conversations, args.turns, args.prompt_blocks, args.repeats) < 1:
-        ap.error("--block-size, --conversations, --turns, --prompt-blocks and --repeats must be >= 1")
+    if min(args.block_size, args.conversations, args.turns, args.prompt_blocks, args.repeats, args.engine_turns,
+           args.engine_pool_tokens, args.engine_tier_blocks) < 1:
+        ap.error("--block-size, --conversations, --turns, --prompt-blocks, --repeats and the --engine-* sizes "
+                 "must be >= 1")
     report = {"machine": machine_line(), "seed": args.seed, "hit_rate": hit_rates(args, tiers)}
     if args.model != "none":
+        if args.engine_conversations > 0:
+            report["engine"] = engine_run(args)
         report["time_per_block"] = block_times(args)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -171,6 +218,17 @@ def print_report(report: dict, args: argparse.Namespace) -> None:
             [[x["cache"], f"{x['tier_blocks']:,}", f"{x['tier_blocks'] * h['block_size']:,}", f"{x['hit_rate']:.1%}",
               f"{x['pool_hit_rate']:.1%}", f"{x['tier_hit_rate']:.1%}", f"{x['gain']:.1f}", f"{x['stored']:,}",
               f"{x['loaded']:,}", f"{x['dropped']:,}", f"{x['seconds']:.1f}"] for x in r["runs"]],
+        )  # fmt: skip
+    e = report.get("engine")
+    if e is not None:
+        print(f"\nengine: {e['model']}, {e['cache']} cache, round-robin chats, {e['requests']} requests one at a time, "
+              f"{e['prompt_tokens']:,} prompt tokens, pool {e['pool_blocks']} blocks of {h['block_size']}; same first "
+              f"tokens with and without the tier: {e['same_first_tokens']}")  # fmt: skip
+        print_table(
+            ["tier blocks", "hit rate", "tier hits", "TTFT mean ms", "p50 ms", "p90 ms", "s"],
+            [[f"{x['tier_blocks']:,}", f"{x['hit_rate']:.1%}", f"{x['tier_hit_rate']:.1%}",
+              f"{1e3 * x['ttft_mean']:.1f}", f"{1e3 * x['ttft_p50']:.1f}", f"{1e3 * x['ttft_p90']:.1f}",
+              f"{x['seconds']:.1f}"] for x in e["runs"]],
         )  # fmt: skip
     t = report.get("time_per_block")
     if t is None:

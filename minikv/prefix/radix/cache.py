@@ -182,7 +182,7 @@ class RadixCache(RadixTree, RadixInspection, RadixOffload):
         if length % bs and not self.partial_copy:
             length -= length % bs
         budget = self.num_allocatable - (self._evictable_on_path(root, tokens, length) if length else 0)
-        run = self._tier_run(tokens, ns, length // bs, budget)
+        run = self._tier_run(tokens, ns, length // bs, budget, memo=True)
         if run:
             return (length // bs + len(run)) * bs
         if length % bs and budget <= 0:
@@ -220,7 +220,9 @@ class RadixCache(RadixTree, RadixInspection, RadixOffload):
         block and stamps the path's access time and hit count. A partial last
         block comes as a fresh block plus ``copy_from_block``/``copy_tokens``
         (see the package docstring); if no block can be had for it, the hit is
-        cut to whole blocks. Never raises :class:`KVCacheFull`.
+        cut to whole blocks. With an offload tier the hit goes on there, in
+        full blocks copied back into fresh ones (:mod:`minikv.prefix.radix.offload`);
+        a tier block then replaces a partial last block. Never raises :class:`KVCacheFull`.
         """
         tokens = as_token_ids(token_ids)
         ns = make_namespace(salt, extra_keys)

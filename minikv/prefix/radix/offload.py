@@ -24,7 +24,8 @@ of :mod:`minikv.prefix.radix` changes); the tier holds what the tree evicted:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable
 
 from minikv.prefix.base import max_cached_blocks
 from minikv.prefix.block_hashes import HASH_FUNCTIONS, ROOT_HASH, block_extra_keys, encode_block, iter_block_hashes
@@ -67,7 +68,7 @@ class RadixOffload:
         while not root.is_root:
             root = root.parent
         assert root.namespace is not None
-        salt, extra = root.namespace
+        salt, extra = _encodable(root.namespace)
         done, base = (0, ROOT_HASH) if up.is_root else up.offload_key
         assert first >= done, "an ancestor's key reaches past the node's first block"
         toks = self._path_tokens(node, done * bs)
@@ -107,22 +108,48 @@ class RadixOffload:
 
     # ----------------------------------------------------------------- match
 
-    def _tier_run(self, tokens: list[int], ns: Namespace, first: int, budget: int) -> list[bytes]:
-        """Keys of the tier's blocks from block range ``first`` on, in prompt order, as many as ``budget`` allows."""
+    def _tier_run(self, tokens: list[int], ns: Namespace, first: int, budget: int, memo: bool = False) -> list[bytes]:
+        """Keys of the tier's blocks from block range ``first`` on, in prompt order, as many as ``budget`` allows.
+
+        ``memo`` (``peek``): take the prompt's keys from a bounded memo, as a
+        scheduler peeks at the same waiting prompts step after step; ``match``
+        hashes lazily, only up to the first block the tier lacks.
+        """
         tier = self.offload
         limit = max_cached_blocks(len(tokens), self.block_size)
         if tier is None or not len(tier) or first >= limit or budget < 1:
             return []
-        salt, extra = ns
         run: list[bytes] = []
-        hashes: Iterator = iter_block_hashes(tokens, self.block_size, salt, extra, _SHA256, limit)
-        for r, (h, _, _) in enumerate(hashes):
+        if memo:
+            hashes = iter(self._prompt_hashes(tokens, ns, limit))
+        else:
+            hashes = (h for h, _, _ in iter_block_hashes(tokens, self.block_size, *_encodable(ns), _SHA256, limit))
+        for r, h in enumerate(hashes):
             if r < first:
                 continue
             if h not in tier or len(run) == budget:
                 break
             run.append(h)
         return run
+
+    MEMO_TOKENS = 1 << 18
+    """Prompt tokens whose block keys are remembered (a scheduler peeks every waiting prompt each step)."""
+
+    def _prompt_hashes(self, tokens: list[int], ns: Namespace, limit: int) -> list[bytes]:
+        """The keys of the first ``limit`` full blocks of ``tokens`` in tree ``ns``, from a bounded memo when there."""
+        key = (ns, tuple(tokens[: limit * self.block_size]))
+        memo = self.__dict__.setdefault("_key_memo", OrderedDict())
+        hashes = memo.get(key)
+        if hashes is not None:
+            memo.move_to_end(key)
+            return hashes
+        salt, extra = _encodable(ns)
+        hashes = [h for h, _, _ in iter_block_hashes(tokens, self.block_size, salt, extra, _SHA256, limit)]
+        memo[key] = hashes
+        self._memo_tokens = getattr(self, "_memo_tokens", 0) + len(key[1])
+        while self._memo_tokens > self.MEMO_TOKENS:
+            self._memo_tokens -= len(memo.popitem(last=False)[0][1])
+        return hashes
 
     def _load_run(self, ns: Namespace, tokens: list[int], full: list[int], run: list[bytes]) -> list[int]:
         """Copy the tier's ``run`` back into fresh blocks and insert them after ``full`` (held) in the tree."""
@@ -142,6 +169,25 @@ class RadixOffload:
 
     def _offload_fields(self) -> dict[str, int]:
         return offload_fields(self.offload, self._offload_hit_tokens)
+
+
+def _encodable(ns: Namespace) -> Namespace:
+    """The tree's ``(salt, extra_keys)`` in the types a block hash encodes (ints, str, bytes, tuples).
+
+    The tree takes any hashable salt; one of another type (a float, a
+    frozenset) enters the keys as its type name and ``repr``, so eviction
+    never fails on it.
+    """
+
+    def enc(x: object) -> object:
+        if x is None or isinstance(x, (int, str, bytes)):
+            return x
+        if isinstance(x, tuple):
+            return tuple(enc(v) for v in x)
+        return ("minikv/repr", type(x).__qualname__, repr(x))
+
+    salt, extra = ns
+    return enc(salt), tuple(enc(v) for v in extra)
 
 
 def _key_known(node: RadixNode, block_size: int) -> bool:
