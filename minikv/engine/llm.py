@@ -102,6 +102,7 @@ class LLM:
     a wrong one raises :class:`~minikv.errors.InvalidRequestError` saying what to give.
     ``seed=None`` seeds the engine's generator nondeterministically; a
     ``max_model_len`` above the model's context is cut to it.
+    ``enforce_eager``: no CUDA graphs for decode steps (used by default on CUDA with the Triton kernels).
     ``enable_prefix_caching`` (vLLM's switch): True means ``prefix_cache="hash"``
     (vLLM's block hashing) unless another cache is named; False means ``"none"``.
     """
@@ -134,6 +135,7 @@ class LLM:
         enable_prefix_caching: bool | None = None,
         cpu_offload_blocks: int | None = None,
         cpu_offload_gb: float | None = None,
+        enforce_eager: bool = False,
     ) -> None:
         prefix_cache = vllm_prefix_cache(prefix_cache, enable_prefix_caching)
         self.llm_engine = LLMEngine(
@@ -143,7 +145,7 @@ class LLM:
             prefix_cache=prefix_cache, prefix_cache_options=prefix_cache_options, device=device, dtype=dtype,
             seed=seed, max_model_len=max_model_len, kv_layout=kv_layout, block_size=block_size, num_blocks=num_blocks,
             kv_cache_memory=kv_cache_memory, kv_cache_cls=kv_cache_cls, decode_attention=decode_attention,
-            paged_decode_attention=paged_decode_attention, attention=attention,
+            paged_decode_attention=paged_decode_attention, attention=attention, enforce_eager=enforce_eager,
             cpu_offload_blocks=cpu_offload_blocks, cpu_offload_gb=cpu_offload_gb)
 
     def __getattr__(self, name: str) -> Any:  # model, tokenizer, kv_pool, cache, block_manager, ...

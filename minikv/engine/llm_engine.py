@@ -107,7 +107,8 @@ class LLMEngine:
         self._num_prompt_tokens = self._num_generation_tokens = 0
         if p.block_manager is not None and not p.plugged:
             self.runner = ModelRunner(p.model, p.kv_pool, p.scale, p.device, p.paged_decode_attention,
-                                      attention=p.attention)
+                                      attention=p.attention, cuda_graphs=p.cuda_graphs,
+                                      max_model_len=p.max_model_len)
             self.scheduler = self._make_scheduler()
 
     def _make_scheduler(self) -> Scheduler | WavesScheduler:

@@ -46,6 +46,7 @@ class EngineParts:
         self.engine_config = econf
         self.paged_decode_attention = econf.paged_decode_attention
         self.attention: str = econf.attention  # "torch" or "triton", "auto" resolved
+        self.cuda_graphs: bool = econf.cuda_graphs  # decode steps replay CUDA graphs
         self.plugged: bool = econf.plugged
         self.device: torch.device = econf.device
         self.dtype: torch.dtype = econf.dtype
