@@ -30,7 +30,6 @@ CELLS = [
     """),
     code(r"""
     %matplotlib inline
-    import hashlib
     import os
     import random
     import time
@@ -165,56 +164,60 @@ CELLS = [
     `known + guess` hits one token further when the guess is right. The attacker walks the secret
     position by position, trying each candidate token.
 
-    Timing one token's worth of prefill is hard on a CPU (microseconds), and the papers work to
-    amplify it. But the attacker often needs no timing at all: an OpenAI-style server tells every
-    client how many prompt tokens it served from the cache (`usage.prompt_tokens_details.cached_tokens`;
-    vLLM with `--enable-prompt-tokens-details`, SGLang with `--enable-cache-report`, minikv always).
-    We read that count, which is what `RequestOutput.num_cached_tokens` reports. The victim's
-    secret is a 6-digit PIN after a known preamble; the attacker tries the 10 digits at each place.
+    Timing one token's worth of prefill is hard (SGLang issue 1504 calls the gain of one more shared
+    token "often negligible"), and the papers work to amplify it. But the attacker often needs no
+    timing at all: an OpenAI-style server tells every client how many prompt tokens it served from
+    the cache (`usage.prompt_tokens_details.cached_tokens`; vLLM with `--enable-prompt-tokens-details`,
+    SGLang with `--enable-cache-report`, minikv always). A *noiseless clock* follows from it: the
+    number of prompt tokens the server computed. `minikv.security.recovery.recover_tokens` is the
+    walk (for each place, probe `known + guess + [fresh token]` for every candidate, keep the
+    fastest); we hand it a prober whose "TTFT" is that count. The victim's secret is a 6-digit PIN
+    after a known preamble.
     """),
     code(r"""
-    def recover(llm, known, length, alphabet, salt=None, seed=0):
-        # Walk the secret: at each place, the guess whose probe hits one token further is the right one.
-        rng = random.Random(seed)
-        others = [t for t in range(32, len(llm.tokenizer)) if t not in alphabet]
-        got, probes = [], 0
-        for _ in range(length):
-            base = known + got
-            best = None
-            for g in alphabet:
-                probe = base + [g, rng.choice(others)]   # a filler after the guess (the last token is always computed)
-                out = llm.generate({"prompt_token_ids": probe}, SamplingParams(max_tokens=1, temperature=0.0, cache_salt=salt))[0]
-                probes += 1
-                if out.num_cached_tokens > len(base):
-                    best = g
-                    break
-            if best is None:
-                return got, probes                   # nothing hit further: the walk is over
-            got.append(best)
-        return got, probes
+    from minikv.security.probes import Probe
+    from minikv.security.recovery import recover_block, recover_tokens
+
+    class CountingProber:
+        # A noiseless clock: the "TTFT" of a probe is the number of its prompt tokens the engine computed.
+        def __init__(self, llm):
+            self.inner = EngineProber(llm)
+
+        def send(self, token_ids, salt=None):
+            probe = self.inner.send(token_ids, salt)
+            return Probe(float(len(token_ids) - probe.cached_tokens), probe.cached_tokens)
 
     radix = tiny("radix", prefix_cache_options={"page_size": 1})
     tok = radix.tokenizer
+    vocab = len(tok)
     DIGITS = [tok.encode(str(d), add_special_tokens=False)[0] for d in range(10)]
     PREAMBLE = tok.encode("The customer's PIN is ", add_special_tokens=False)
     SECRET = tok.encode("402917", add_special_tokens=False)
-    victim = PREAMBLE + SECRET + tok.encode(". Please confirm the order.", add_special_tokens=False)
-    radix.generate({"prompt_token_ids": victim}, SamplingParams(max_tokens=1, cache_salt="victim-tenant"))
-    found, probes = recover(radix, PREAMBLE, len(SECRET), DIGITS, salt="victim-tenant")
-    print(f"same salt as the victim (or no salt at all): recovered {tok.decode(found)!r} in {probes} probes")
-    found_other, probes_other = recover(radix, PREAMBLE, len(SECRET), DIGITS, salt="attacker")
-    print(f"the attacker's own salt: recovered {tok.decode(found_other)!r} in {probes_other} probes")
-    assert found == SECRET and found_other == []
+    walk = dict(head=PREAMBLE, secret=SECRET, alphabet=DIGITS, vocab=vocab)
+    clear = recover_tokens(CountingProber(radix), random.Random(0), **walk)
+    print(f"radix, page size 1, no salt: recovered {tok.decode(clear.guess)!r} in {clear.probes} probes")
+    salted = recover_tokens(CountingProber(radix), random.Random(1), **walk, victim_salt="victim", attacker_salt="attacker")
+    print(f"the same, a salt per tenant: the attacker's guess {tok.decode(salted.guess)!r}, "
+          f"{salted.tokens_right} of {len(SECRET)} digits right (chance: about {len(SECRET) / 10:.1f})")
+
+    blocks = tiny("hash")                                  # blocks of 16 tokens
+    head = tok.encode("Account PIN ", add_special_tokens=False)
+    head = head + [head[-1]] * (14 - len(head))            # 14 known tokens, then 2 digits: one block of 16
+    whole = recover_block(CountingProber(blocks), random.Random(2), head=head, secret=SECRET[:2], alphabet=DIGITS,
+                          vocab=vocab, block_size=16)
+    print(f"hash cache, blocks of 16: 2 digits recovered as {tok.decode(whole.guess)!r} after {whole.probes} probes "
+          f"(every one of the 10**2 combinations: a block hits only whole)")
+    assert clear.guess == SECRET and whole.guess == SECRET[:2]
     """),
     md(r"""
-    Six digits took at most 60 probes where guessing the PIN whole would take up to a million: each
-    place is a question the cache answers on its own. (The tree also keeps the attacker's wrong
-    guesses; they never match the victim's path, so they do not confuse the walk.)
+    Six digits took 60 probes where guessing the PIN whole would take up to a million: each place is
+    a question the cache answers on its own. (The tree also keeps the attacker's own probes; each
+    candidate is tried once per place, so they never answer for the victim.)
 
     **Blocks of 16** change the step, not the principle. The block-hash cache (and the radix tree
-    at page size 16) caches whole blocks only, so a probe hits further only when a whole block of 16
-    tokens is right: the attacker must guess 16 tokens at a time, `10**16` PINs-worth per step for
-    digits. That stops a blind token-by-token walk. It does not stop section 1's attack: telling
+    at page size 16) caches whole blocks only, so a probe hits further only when a whole block is
+    right: every secret token that shares a block must be guessed at once, `10**k` probes for `k`
+    digits (100 for two, 10,000 for four). That stops a blind token-by-token walk. It does not stop section 1's attack: telling
     which of a few *known* candidates was sent needs no walk at all. Harder, not safe.
 
     ## 3 · The fix: `cache_salt`, and what it costs
@@ -274,35 +277,26 @@ CELLS = [
     md(r"""
     **What salting costs.** A salt per tenant also stops tenants from sharing what they *should*
     share: the same public system prompt in front of every conversation is now computed once per
-    tenant. A replay of 64 requests from 32 tenants (two each), all starting with the same 256-token
-    system prompt (no model: the caches' bookkeeping, chapter 05's `replay`):
+    tenant. A replay (no model: the caches' bookkeeping, chapter 05's `replay`) of 8 tenants taking
+    turns, 4 requests each, every request a 256-token public system prompt, then the tenant's own
+    128-token document, then a fresh question (`minikv.security.cost`):
 
-    * **no salt**: every tenant shares everything (and leaks everything);
-    * **a salt per tenant**: nothing crosses tenants, the system prompt included;
-    * **the middle way**: share only the published prefix. `PublicPrefixCache`
-      wraps a cache so that the tokens agreeing with a published prefix are keyed as they are and
-      the rest under the salt (`minikv.security.public_prefix`); exercise 8.2 does the same in
-      block hashes.
+    * **shared**: no salt; every tenant shares everything (and leaks everything);
+    * **salted**: a salt per tenant; nothing crosses tenants, the system prompt included;
+    * **public**: the middle way, share only the published prefix. `PublicPrefixCache`
+      (`minikv.security.public_prefix`) wraps a cache so that the tokens agreeing with a published
+      prefix are keyed as they are and the rest under the salt; exercise 8.2 does the same in block
+      hashes.
     """),
     code(r"""
-    from minikv.security.public_prefix import PublicPrefixCache
-
-    from minikv.workloads import system_prompt_trace
+    from minikv.security.cost import hit_rates, tenant_trace
 
     SYSTEM = 256
-    requests = system_prompt_trace(64, system_len=SYSTEM, question_len=(16, 48), seed=0)
-    salts = [f"tenant-{i % 32}" for i in range(len(requests))]
-    system_prompt = list(requests[0][:SYSTEM])
-    tokens = sum(map(len, requests))
-    cost = {
-        "no salt": sum(replay(BlockHashCache(2048, 16), requests)) / tokens,
-        "a salt per tenant": sum(replay(BlockHashCache(2048, 16), requests, salts)) / tokens,
-        "public prompt shared": sum(replay(PublicPrefixCache(BlockHashCache(2048, 16), [system_prompt]), requests,
-                                           salts)) / tokens,
-    }
+    tenants = tenant_trace(tenants=8, requests_per_tenant=4, system_len=SYSTEM, private_len=128, vocab=vocab)
+    cost = hit_rates(tenants, "hash")
     for name, rate in cost.items():
-        print(f"{name:22s}: hit rate {rate:.1%}")
-    assert cost["a salt per tenant"] < cost["public prompt shared"] <= cost["no salt"]
+        print(f"{name:7s}: hit rate {rate:.1%}")
+    assert cost["salted"] < cost["public"] <= cost["shared"]
     """),
     md(r"""
     The middle way keeps almost all of the sharing that matters (the system prompt is the bulk of
@@ -321,7 +315,7 @@ CELLS = [
     minikv.grade.check("8.2")
     """),
     code(r"""
-    prompt = list(requests[1])
+    prompt = list(tenants.prompts[1])
     try:
         alice = ex.tenant_block_hashes(prompt, 16, "alice", public_blocks=SYSTEM // 16)
         bob = ex.tenant_block_hashes(prompt, 16, "bob", public_blocks=SYSTEM // 16)
@@ -341,37 +335,27 @@ CELLS = [
     Salting closes the timing of one request, but a cache-aware scheduler (chapter 05's LPM)
     leaks through **order**: of two requests waiting together, the one with the longer cached
     prefix is scheduled first, so its answer comes back first whatever the timings. Submit the
-    secret's probe and a decoy's at the same moment, one seat in the engine, and watch which
-    finishes first:
+    secret's probe and three decoys at the same moment, one seat in the engine, and watch which
+    comes back first (`minikv.security.ordering.ordering_leak`):
     """),
     code(r"""
-    def first_back(policy, trials=10, n=64, seed=0):
-        rng = random.Random(seed)
-        engine = LLMEngine("tiny-llama", prefix_cache="hash", device="cpu", dtype="float32", policy=policy, max_num_seqs=1)
-        params = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)
-        wins = 0
-        for t in range(trials):
-            secret, decoy = ([rng.randrange(32, 250) for _ in range(n)] for _ in range(2))
-            engine.add_request(f"victim {t}", {"prompt_token_ids": secret + [5]}, params)
-            while engine.has_unfinished_requests():
-                engine.step()
-            order = [("decoy", decoy), ("secret", secret)]
-            rng.shuffle(order)
-            for name, doc in order:
-                engine.add_request(f"{name} {t}", {"prompt_token_ids": doc + [6, 7]}, params)
-            done = []
-            while engine.has_unfinished_requests():
-                done += [o.request_id for o in engine.step() if o.finished]
-            wins += done[0].startswith("secret")
-        return wins / trials
+    from minikv.security.ordering import ordering_leak
 
-    for policy in ("fcfs", "lpm"):
-        print(f"policy={policy!r}: the secret's probe came back first in {first_back(policy):.0%} of the trials")
+    def first_back(policy, salted=False):
+        engine = LLMEngine("tiny-llama", prefix_cache="hash", device="cpu", dtype="float32", policy=policy, max_num_seqs=1)
+        salts = dict(victim_salt="victim", attacker_salt="attacker") if salted else {}
+        return ordering_leak(engine, random.Random(0), trials=8, prefix_tokens=64, vocab=vocab, candidates=4, **salts)
+
+    for policy, salted in [("fcfs", False), ("lpm", False), ("lpm", True)]:
+        r = first_back(policy, salted)
+        label = f"policy={policy!r}" + (", salted" if salted else "")
+        print(f"{label:22s}: the secret's probe came back first in "
+              f"{r.first_rate:4.0%} of the trials (chance 25%)")
     """),
     md(r"""
-    Under FCFS the order is the order of arrival (here shuffled: about half); under LPM the probe
-    that hits always goes first. The fix is the same salt: with a salt per tenant the attacker's
-    probes hit nothing of the victim's, so LPM has nothing to prefer. (SGLang's issue 1504 discussed
+    Under FCFS the order is the order of arrival (shuffled: about one in four); under LPM the probe
+    that hits goes first. The fix is the same salt: with a salt per tenant the attacker's probes hit
+    nothing of the victim's, so LPM has nothing to prefer. (SGLang's issue 1504 discussed
     this kind of leak for its radix cache; the papers below measure it.)
 
     ## 4 · Hash collisions: what a short hash costs
@@ -380,44 +364,33 @@ CELLS = [
     collision will not happen in the life of the universe. A fast, *short* hash is another matter:
     with `n` distinct blocks cached and looked up, the birthday bound gives about `n**2 / 2**(b+1)`
     pairs colliding in `b` bits. A wrong hit serves another prompt's K/V: wrong tokens, silently.
-    We replay a long trace through caches whose hash is sha256 cut to `b` bits, with `verify=True`
-    (the cache compares the block's token ids on every hit and counts a mismatch as a collision:
-    each one is a wrong hit a cache without `verify` would have served).
+    `minikv.security.collisions.count_collisions` replays a long trace through a cache whose hash is
+    sha256 cut to `b` bits, next to a record of what each block *really* holds, and counts the hit
+    blocks whose K/V belong to another prefix; with `verify=True` the cache compares the block's
+    tokens on every hit and turns each collision into a miss.
     """),
     code(r"""
-    def truncated(bits):
-        def h(data):
-            d = hashlib.sha256(data).digest()
-            return (int.from_bytes(d[:8], "little") & ((1 << bits) - 1)).to_bytes(8, "little")
-        h.__name__ = f"sha256/{bits}"
-        return h
+    from minikv.security.collisions import count_collisions
 
     long_trace = multi_turn_trace(120, 6, seed=1)
-    n_blocks = sum(len(p) // 16 for p in long_trace)
-    WIDTHS = [12, 16, 20, 24, 32]
-    collisions = {}
-    for bits in WIDTHS:
-        cache = BlockHashCache(4096, 16, hash_fn=truncated(bits), verify=True)
-        replay(cache, long_trace)
-        collisions[bits] = cache.stats().collisions
-    sha = BlockHashCache(4096, 16)                       # sha256, trusted: no verify
-    replay(sha, long_trace)
-    print(f"{len(long_trace)} requests, {n_blocks:,} full blocks looked up")
-    for bits, c in collisions.items():
-        print(f"{bits:3d}-bit hash: {c:6,d} wrong hits caught by verify (each up to 16 wrong tokens of K/V)")
-    print(f"sha256     : {sha.stats().collisions} (never seen; minikv's default)")
-    assert collisions[12] > collisions[32] and collisions[32] <= 1
+    WIDTHS = [16, 24, 32, 256]
+    rows = {bits: count_collisions(long_trace, 4096, 16, bits=bits, verify=False) for bits in WIDTHS}
+    checked = count_collisions(long_trace, 4096, 16, bits=16, verify=True)
+    print(f"{len(long_trace)} requests, {sum(map(len, long_trace)):,} prompt tokens, a cache of 4096 blocks of 16")
+    for bits, c in rows.items():
+        print(f"{c.name:17s}: {c.wrong_blocks:5,d} wrong blocks ({c.wrong_tokens:6,d} tokens of someone else's K/V) in "
+              f"{c.requests_hurt:3d} requests; the arithmetic expects {c.expected:8.2f} wrong hits")
+    print(f"16 bits with verify: {checked.wrong_blocks} wrong blocks, {checked.detected} collisions caught as misses")
+    assert rows[16].wrong_blocks > rows[32].wrong_blocks and rows[256].wrong_blocks == 0 == checked.wrong_blocks
     """),
     md(r"""
-    Below 24 bits the wrong hits climb fast: on this trace of some fifteen thousand blocks, 20 bits
-    already serve wrong K/V (at 12 and 16 bits so many lookups collide that the walks stop early,
-    which is why they do not grow by the birthday bound's 16x per 4 bits). At 32 bits the trace sees
-    none, but a server looks up billions of blocks, and `2**32` is about 4 billion. minikv's
-    default is sha256 without `verify`; a fast hash (`hash_fn="xxh3_128"` or `"xxh64"`) turns
-    `verify` on by default, so a collision costs a miss, never wrong K/V. vLLM made the same choice
-    of a strong default (`prefix_caching_hash_algo`, sha256 or xxhash variants) after its hash came
-    under question; a predictable hash is also an attack: a tenant who can *make* collisions can
-    poison another's prefix.
+    Sixteen bits serve someone else's K/V in a couple of hundred requests of this trace (`verify`
+    turns every one into a miss instead); from 24 bits on this trace sees none, but a server looks
+    up billions of blocks, and `2**32` is about 4 billion.
+    minikv's default is sha256 without `verify`; a fast hash (`hash_fn="xxh3_128"` or `"xxh64"`)
+    turns `verify` on by default, so a collision costs a miss, never wrong K/V. vLLM made the same
+    choice of a strong default (`prefix_caching_hash_algo`: sha256, or xxhash variants); a weak
+    hash is also an attack surface: a tenant who can *make* collisions can poison another's prefix.
 
     ## 5 · A second level: the CPU offload tier
 
