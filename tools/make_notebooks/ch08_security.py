@@ -388,9 +388,10 @@ CELLS = [
     turns every one into a miss instead); from 24 bits on this trace sees none, but a server looks
     up billions of blocks, and `2**32` is about 4 billion.
     minikv's default is sha256 without `verify`; a fast hash (`hash_fn="xxh3_128"` or `"xxh64"`)
-    turns `verify` on by default, so a collision costs a miss, never wrong K/V. vLLM made the same
-    choice of a strong default (`prefix_caching_hash_algo`: sha256, or xxhash variants); a weak
-    hash is also an attack surface: a tenant who can *make* collisions can poison another's prefix.
+    turns `verify` on by default, so a collision costs a miss, never wrong K/V. vLLM keeps sha256
+    among its `prefix_caching_hash_algo` choices and its maintainers treat a collision as a leak of
+    another tenant's data (vLLM advisory GHSA-rm76-4mrf-v9r8 was a *predictable* collision, the
+    worst kind: a tenant who can make collisions can poison another's prefix).
 
     ## 5 · A second level: the CPU offload tier
 
@@ -539,14 +540,24 @@ CELLS = [
 
     ## Further reading
 
-    * CVE-2025-46570: vLLM's timing side channel in its chunk-based prefix caching; the fix is the
-      per-request `cache_salt` in the first block's hash (vLLM's `docs/design/prefix_caching.md`).
+    * CVE-2025-46570 (vLLM advisory GHSA-4qjh-9fv9-r85r): the timing side channel of vLLM's prefix
+      caching; the fix is the per-request `cache_salt` in the first block's hash (vLLM RFC #16016,
+      PR #17045). SGLang's request for the same is sgl-project/sglang#9163.
     * X. Zheng et al., *InputSnatch: Stealing Input in LLM Services via Timing Side-Channel Attacks*,
-      [arXiv:2411.18191](https://arxiv.org/abs/2411.18191): prefix and semantic caches, token by token.
-    * SGLang issue [#1504](https://github.com/sgl-project/sglang/issues/1504): the radix cache's
-      sharing across users as a side channel.
-    * G. Wu et al., *I Know What You Asked: Prompt Leakage via KV-Cache Sharing in Multi-Tenant LLM
-      Serving* (PromptPeek), NDSS 2025: token-by-token recovery through a radix cache and LPM order.
+      [arXiv:2411.18191](https://arxiv.org/abs/2411.18191): input recovery through the prefix cache
+      of vLLM and the semantic cache of GPTCache.
+    * *The Early Bird Catches the Leak: Unveiling Timing Side Channels in LLM Serving
+      Systems*, [arXiv:2409.20002](https://arxiv.org/abs/2409.20002): a token-by-token search for
+      shared prompt prefixes.
+    * SGLang issue [#1504](https://github.com/sgl-project/sglang/issues/1504), *Possible timing
+      side-channels caused by shared prefix* (2024): TTFT reveals the radix cache's sharing, and one
+      more shared token alone is hard to time.
+    * *I Know What You Asked: Prompt Leakage via KV-Cache Sharing in Multi-Tenant LLM
+      Serving* (PromptPeek), NDSS 2025: token-by-token recovery against SGLang-style radix caches,
+      about 92% of the tokens recovered on average.
+    * C. Gu et al., *Auditing Prompt Caching in Language Model APIs*,
+      [arXiv:2502.07776](https://arxiv.org/abs/2502.07776) (ICML 2025): the same TTFT test run against
+      commercial APIs found caches shared across users.
     * SGLang's HiCache and vLLM's KV offloading connector: the second memory tier in production.
     * minikv's `minikv/security/` (probes, AUC, the attack, `PublicPrefixCache`),
       `minikv/prefix/offload.py` and `docs/moving_on.md`.
