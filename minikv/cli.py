@@ -1,4 +1,4 @@
-"""The ``minikv`` command: demo, generate, bench, grade, exercises, doctor.
+"""The ``minikv`` command: demo, generate, serve, bench, grade, exercises, doctor.
 
 Errors a user can cause print one line (``error: ...``) and exit with status 2.
 """
@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-cache", default="hash", choices=["hash", "radix", "none"])
     p.add_argument("questions", nargs="*", help="extra questions to ask")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (completions, chat, /metrics)")
+    from minikv.serve.cli import add_serve_args, run_serve
+
+    add_serve_args(p)
+    p.set_defaults(func=run_serve)
 
     p = sub.add_parser("doctor", help="versions, CPU/GPU, Triton mode, model cache")
     p.set_defaults(func=_cmd_doctor)

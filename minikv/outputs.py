@@ -27,6 +27,22 @@ class RequestMetrics:
         return None if self.finished_time is None else self.finished_time - self.arrival_time
 
 
+@dataclass(frozen=True)
+class CompletionOutput:
+    """vLLM's per-choice output (``RequestOutput.outputs[0]``); minikv makes one choice per request."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None
+    stop_reason: str | None = None
+    cumulative_logprob: float | None = None
+    logprobs: None = None
+
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
 @dataclass
 class RequestOutput:
     """A request's output: the generated ``text`` and ``token_ids`` so far, why it stopped, cache use.
@@ -40,6 +56,10 @@ class RequestOutput:
     admission; ``miss`` says why the rest missed (a
     :class:`~minikv.prefix.report.MissReport`, None when the cache cannot
     tell). ``num_preemptions``: how often it was preempted and recomputed.
+    ``text`` is the text given out so far and ``delta_text`` what this output
+    added to it (whole characters; while a request with ``stop`` strings runs,
+    its last few characters wait until they cannot begin a stop string).
+    ``stop_reason``: the stop string that ended it, if one did.
     """
 
     request_id: int | str
@@ -54,3 +74,10 @@ class RequestOutput:
     finished: bool = True
     miss: MissReport | None = None
     num_preemptions: int = 0
+    delta_text: str = ""
+    stop_reason: str | None = None
+
+    @property
+    def outputs(self) -> list[CompletionOutput]:
+        """vLLM's shape: ``out.outputs[0].text`` / ``.token_ids`` / ``.finish_reason`` (the same as ``out.text``...)."""
+        return [CompletionOutput(0, self.text, list(self.token_ids), self.finish_reason, self.stop_reason)]

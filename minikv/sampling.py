@@ -19,6 +19,9 @@ class SamplingParams:
     generator seeded by ``seed`` (None: the engine's own seeded generator).
     Generation stops at ``max_tokens`` or at an end-of-sequence token
     (the model's EOS ids plus ``stop_token_ids``) unless ``ignore_eos``.
+    ``stop``: strings that end generation where they appear (a string or a
+    list); the text ends before the stop string unless
+    ``include_stop_str_in_output`` (see :mod:`minikv.engine.detokenizer`).
     ``cache_salt`` isolates a request's cached prefix from other salts.
 
     Every field is checked on creation (:class:`~minikv.errors.InvalidRequestError`
@@ -34,6 +37,8 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     cache_salt: str | None = None
+    stop: list[str] = field(default_factory=list)
+    include_stop_str_in_output: bool = False
 
     def __post_init__(self) -> None:
         """Check every field and normalise it (plain ``int``/``float``, a ``list`` of stop ids).
@@ -58,6 +63,8 @@ class SamplingParams:
         self.stop_token_ids = check_token_ids("stop_token_ids", self.stop_token_ids,
                                               hint="e.g. stop_token_ids=[2], or [] for none")
         self.ignore_eos = check_bool("ignore_eos", self.ignore_eos)
+        self.stop = check_stop(self.stop)
+        self.include_stop_str_in_output = check_bool("include_stop_str_in_output", self.include_stop_str_in_output)
         if self.cache_salt is not None and not isinstance(self.cache_salt, str):
             raise InvalidRequestError(f"cache_salt must be a string or None, got {describe(self.cache_salt)}; "
                                       "e.g. cache_salt=str(user_id)")
@@ -65,3 +72,15 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def check_stop(stop: object) -> list[str]:
+    """``stop`` as a list of non-empty strings (None: none; one string: a list of one)."""
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
+        raise InvalidRequestError(f"stop must be a string or a list of non-empty strings, got {describe(stop)}; "
+                                  'e.g. stop=["\\n\\n"]')
+    return list(stop)

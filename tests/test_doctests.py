@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
+    "minikv.engine.detokenizer",
     "minikv.engine.policies",
     "minikv.engine.step_plan",
     "minikv.prefix.base",

@@ -4,11 +4,14 @@ In one command, in under 5 minutes (each part has a time limit out of a total bu
 
 1. parity: greedy tokens on CUDA, fp32 tiny models: paged == contiguous ==
    transformers, prefix caching ("hash", "radix" at page size 1) == no cache,
-   and the Triton attention backend == the PyTorch one, with and without hits;
+   and the Triton attention backend (decode steps from CUDA graphs) == the
+   PyTorch one, with and without hits;
 2. the GPU tests: the Triton kernels compiled for real (fp32, fp16, bf16)
-   against the PyTorch reference (``tests/test_triton_*.py``, ``-m gpu`` ones included);
+   against the PyTorch reference (``tests/test_triton_*.py``, the cascade
+   kernel, ``-m gpu`` ones included) and the CUDA graphs (``tests/test_cuda_graphs.py``);
 3. ``minikv bench attention`` (decode GB/s and % of peak, prefill TFLOP/s);
-4. ``bench generate``, ``ttft`` and ``batch`` on a SmolLM2-shaped random model
+4. ``bench generate`` (with an eager row: CUDA graphs' ratio), ``ttft``, ``batch`` and
+   ``cascade`` on a SmolLM2-shaped random model
    (same shapes and work as SmolLM2-135M; the real checkpoint is not needed
    for speed), bf16, with the PyTorch and the Triton attention backends.
 
@@ -95,7 +98,8 @@ def main() -> int:
     report.append(f"## parity: {'OK' if ok else 'FAILED'}\n\n```\n{text[-3000:]}\n```\n")
     env = {"TRITON_INTERPRET": "0"}
     code, text = run_part("gpu tests", [py, "-m", "pytest", "-q", "-p", "no:randomly", "tests/test_triton_attention.py",
-                                        "tests/test_triton_step.py", "tests/test_bench_attention.py"],
+                                        "tests/test_triton_step.py", "tests/test_triton_cascade.py", "tests/test_cuda_graphs.py",
+                                        "tests/test_bench_attention.py"],
                           min(90, left()), out / "gpu_tests.log", env)
     ok &= code == 0
     report.append(f"## GPU tests: exit {code}\n\n```\n{text[-1500:]}\n```\n")
@@ -104,7 +108,8 @@ def main() -> int:
         model = ["--model", SMOL_SHAPE, "--device", "cuda", "--attention", backend]
         benches += [(f"bench generate ({backend})", ["generate", "--repeats", "2", *model], 25),
                     (f"bench ttft ({backend})", ["ttft", "--repeats", "2", *model], 25),
-                    (f"bench batch ({backend})", ["batch", "--repeats", "1", *model], 25)]
+                    (f"bench batch ({backend})", ["batch", "--repeats", "1", *model], 25),
+                    (f"bench cascade ({backend})", ["cascade", "--repeats", "2", *model], 25)]
     for title, case, limit in benches:
         if left() < 10:
             report.append(f"## {title}: not run (the 5-minute budget is spent)\n")

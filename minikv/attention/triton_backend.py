@@ -5,7 +5,10 @@ only the kernels change. Per layer, ``attend`` is two launches:
 
 1. :func:`~minikv.attention.triton_store.triton_write_kv` stores the new K/V at the slot mapping;
 2. a decode step (one new token per sequence) runs
-   :func:`~minikv.attention.triton_decode.triton_paged_decode_attention`; any
+   :func:`~minikv.attention.triton_decode.triton_paged_decode_attention`, or,
+   when sequences share enough cached blocks to pay (the thresholds of
+   :mod:`minikv.attention.cascade`), the three launches of
+   :func:`~minikv.attention.triton_cascade.triton_cascade_decode`; any
    other step (prefill, prefill after a cached prefix, chunked prefill, or a
    batch that mixes them with decode tokens) runs
    :func:`~minikv.attention.triton_prefill.triton_paged_attention` once for the whole batch.
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import torch
 
+from minikv.attention import cascade as cascade_mod
 from minikv.attention.paged import PagedDecodeFn
+from minikv.attention.triton_cascade import TritonCascadePlan, triton_cascade_decode
 from minikv.attention.triton_decode import choose_num_splits, decode_block_n, triton_paged_decode_attention
 from minikv.attention.triton_prefill import triton_paged_attention
 from minikv.attention.triton_store import triton_write_kv
@@ -36,6 +41,8 @@ class TritonPagedStep:
     and ``decode_fn``, a replacement for the decode kernel (chapter 06 plugs a
     learner's kernel in here). ``num_splits``: split-K for decode steps; None
     lets :func:`~minikv.attention.triton_decode.choose_num_splits` pick.
+    ``cascade``: shared-prefix attention on decode steps (None: the switch
+    ``minikv.attention.cascade.ENABLED``); a ``decode_fn`` takes precedence.
     """
 
     def __init__(
@@ -48,6 +55,7 @@ class TritonPagedStep:
         scale: float,
         decode_fn: PagedDecodeFn | None = None,
         num_splits: int | None = None,
+        cascade: bool | None = None,
     ) -> None:
         self.pool, self.scale, self.decode_fn = pool, scale, decode_fn
         device = pool.device
@@ -64,6 +72,10 @@ class TritonPagedStep:
             num_splits = choose_num_splits(len(lens), pool.num_kv_heads, self.max_context_len,
                                            decode_block_n(pool.block_size))
         self.num_splits = num_splits or 1
+        self.cascade_plan: TritonCascadePlan | None = None
+        use_cascade = cascade_mod.ENABLED if cascade is None else cascade
+        if self.is_decode and use_cascade and decode_fn is None and lens:  # found once per step, not per layer
+            self.cascade_plan = TritonCascadePlan.build(self.block_tables, lens, pool.block_size)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q [T, Hq, D]; k, v [T, Hkv, D] -> [T, Hq, D]
@@ -73,6 +85,8 @@ class TritonPagedStep:
         triton_write_kv(k, v, k_cache, v_cache, self.slot_mapping)
         if self.is_decode and self.decode_fn is not None:
             return self.decode_fn(q, k_cache, v_cache, self.block_tables, self.context_lens, self.scale)
+        if self.cascade_plan is not None:
+            return triton_cascade_decode(q, k_cache, v_cache, self.cascade_plan, self.scale)
         if self.is_decode:
             return triton_paged_decode_attention(q, k_cache, v_cache, self.block_tables, self.context_lens,
                                                  self.scale, num_splits=self.num_splits,

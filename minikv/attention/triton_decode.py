@@ -35,7 +35,9 @@ and writes its *normalized* partial output plus the log-sum-exp
 ``lse = m + log2(l)`` of its scores. :func:`merge_splits_kernel` then combines:
 with ``w_s = 2 ** (lse_s - max_s lse_s)``, ``out = sum_s w_s * out_s / sum_s w_s``.
 A split past a short sequence's end is empty: ``lse = -inf``, weight 0.
-With one split the first kernel writes the final output and the merge is skipped.
+With one split the first kernel writes the final output and the merge is skipped
+(unless ``RETURN_LSE``: shared-prefix attention merges the partial with another part,
+:mod:`minikv.attention.triton_cascade`).
 
 Accumulation is fp32 whatever the input dtype (fp32, fp16, bf16).
 """
@@ -69,7 +71,7 @@ def paged_decode_kernel(
     stride_ob, stride_oh, stride_os,  # output strides: sequence, head, split (split unused with one split)
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     GROUP_P: tl.constexpr, DIM_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, DOT_PRECISION: tl.constexpr, RETURN_LSE: tl.constexpr = False,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -117,7 +119,7 @@ def paged_decode_kernel(
     out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
     out_mask = row_ok[:, None] & dim_ok[None, :]
     out_offs = seq * stride_ob + heads[:, None] * stride_oh + dims[None, :]
-    if NUM_SPLITS == 1:
+    if NUM_SPLITS == 1 and not RETURN_LSE:
         tl.store(out_ptr + out_offs, out.to(out_ptr.dtype.element_ty), mask=out_mask)
     else:
         tl.store(out_ptr + out_offs + split * stride_os, out, mask=out_mask)

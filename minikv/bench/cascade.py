@@ -35,18 +35,29 @@ from minikv.bench.common import best_of, machine_line, print_table, prompt_ids
 
 @contextlib.contextmanager
 def counting_cascade_calls() -> Iterator[list[int]]:
-    """Count the layers that went through :func:`cascade.cascade_decode` (proof that it engaged)."""
-    calls, real = [0], cascade.cascade_decode
+    """Count the layers that went through shared-prefix attention, PyTorch's or Triton's (proof that it engaged)."""
+    calls = [0]
+    targets = [(cascade, "cascade_decode")]
+    try:
+        from minikv.attention import triton_backend
+        targets.append((triton_backend, "triton_cascade_decode"))
+    except ImportError:  # no Triton: only the PyTorch path exists
+        pass
+    reals = [getattr(module, name) for module, name in targets]
 
-    def counted(*args, **kwargs):
-        calls[0] += 1
-        return real(*args, **kwargs)
+    def counting(real):
+        def counted(*args, **kwargs):
+            calls[0] += 1
+            return real(*args, **kwargs)
+        return counted
 
-    cascade.cascade_decode = counted
+    for (module, name), real in zip(targets, reals):
+        setattr(module, name, counting(real))
     try:
         yield calls
     finally:
-        cascade.cascade_decode = real
+        for (module, name), real in zip(targets, reals):
+            setattr(module, name, real)
 
 
 def timed(fn: Callable[[], list]) -> tuple[float, list[list[int]]]:
@@ -61,7 +72,7 @@ def timed(fn: Callable[[], list]) -> tuple[float, list[list[int]]]:
 
 
 def attention_alone(cfg, batch: int, prefix: int, own: int, block_size: int, repeats: int,
-                    dtype: torch.dtype, device: torch.device) -> tuple[float, float]:
+                    dtype: torch.dtype, device: torch.device, attention: str = "torch") -> tuple[float, float]:
     """Seconds per layer of decode attention off / on, on a random pool shaped like the model's."""
     shared_blocks = prefix // block_size
     own_blocks = -(-(prefix + own) // block_size) - shared_blocks
@@ -89,6 +100,21 @@ def attention_alone(cfg, batch: int, prefix: int, own: int, block_size: int, rep
         for _ in range(10):
             cascade.cascade_decode(q, k_cache, v_cache, plan, scale)
 
+    if attention == "triton":
+        from minikv.attention.triton_cascade import TritonCascadePlan, triton_cascade_decode
+        from minikv.attention.triton_decode import triton_paged_decode_attention
+
+        tplan = TritonCascadePlan.build(tables, lens, block_size, min_saved_tokens=0)
+        lens_t = torch.tensor(lens, device=device)
+
+        def off():  # noqa: F811 - the Triton pair replaces the PyTorch one
+            for _ in range(10):
+                triton_paged_decode_attention(q, k_cache, v_cache, tables, lens_t, scale, max_context_len=max(lens))
+
+        def on():  # noqa: F811
+            for _ in range(10):
+                triton_cascade_decode(q, k_cache, v_cache, tplan, scale)
+
     t_off = t_on = float("inf")
     for _ in range(repeats):
         t_off, t_on = min(t_off, best_of(off, 1) / 10), min(t_on, best_of(on, 1) / 10)
@@ -106,6 +132,8 @@ def run(argv: list[str]) -> int:
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--attention", default="torch", choices=["torch", "triton", "auto"],
+                    help="the kernels (triton on a CPU: the interpreter, slow)")
     args = ap.parse_args(argv)
     if args.batch < 2 or args.prefix < args.block_size:
         ap.error(f"a shared prefix needs --batch >= 2 and --prefix >= --block-size ({args.block_size}), "
@@ -115,7 +143,8 @@ def run(argv: list[str]) -> int:
 
     from minikv import LLM, SamplingParams
 
-    llm = LLM(args.model, device=args.device, prefix_cache="hash", block_size=args.block_size)
+    llm = LLM(args.model, device=args.device, prefix_cache="hash", block_size=args.block_size,
+              attention=args.attention)
     tok = llm.tokenizer
     prefix = prompt_ids(tok, args.prefix)
     questions = [tok.encode(f"\nQuestion {i}: in one line, what does part {i} of this text say?",
@@ -148,10 +177,11 @@ def run(argv: list[str]) -> int:
     same = sum(a == c for a, c in zip(tokens[True], tokens[False]))
     steps_on = calls[0] // llm.config.num_layers
     own = len(prompts[0]["prompt_token_ids"]) - args.prefix + n
-    att_off, att_on = attention_alone(llm.config, b, args.prefix, own, args.block_size, r, llm.dtype, llm.device)
+    att_off, att_on = attention_alone(llm.config, b, args.prefix, own, args.block_size, r, llm.dtype, llm.device,
+                                      llm.attention)
     layers = llm.config.num_layers
 
-    print(f"model {args.model}  batch {b}, shared prefix {args.prefix} tokens + {own - n} own, decode {n} tokens each, "
+    print(f"model {args.model} ({llm.attention} attention)  batch {b}, shared prefix {args.prefix} tokens + {own - n} own, decode {n} tokens each, "
           f"block size {args.block_size}, best of {r} interleaved  ({machine_line()})")
     print_table(
         ["metric", "cascade off", "cascade on", "off / on"],

@@ -28,7 +28,7 @@ import torch
 from minikv.errors import InvalidRequestError, MinikvError
 from minikv.models import DEFAULT_MODEL
 from minikv.prefix import PREFIX_CACHE_KINDS
-from minikv.validation import check_int, check_optional_int, check_seed, describe
+from minikv.validation import check_bool, check_int, check_optional_int, check_seed, describe
 
 if TYPE_CHECKING:
     from minikv.attention.contiguous import DecodeFn
@@ -113,6 +113,10 @@ class EngineConfig:
     ``"triton"`` on the CPU runs Triton's interpreter (slow: for tests and chapter 06) in float32 only.
     Resolved to ``"torch"`` or ``"triton"``."""
 
+    enforce_eager: bool = False
+    """vLLM's name: True never uses CUDA graphs. By default decode steps on CUDA with the Triton kernels
+    replay captured graphs (:mod:`minikv.engine.cuda_graphs`); on the CPU there are none."""
+
     def __post_init__(self) -> None:
         self.kv_layout = self._check_kv_layout()
         self.block_size = check_int("block_size", self.block_size, 1, expected="a positive int",
@@ -137,6 +141,13 @@ class EngineConfig:
             raise InvalidRequestError("prefix caching needs the paged KV layout; drop kv_layout='contiguous' "
                                       "and the chapter 01 plug-ins, or use prefix_cache='none'")
         self.attention = check_attention(self.attention, self.kv_layout, self.device, self.dtype)
+        self.enforce_eager = check_bool("enforce_eager", self.enforce_eager)
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Decode steps replay CUDA graphs: on CUDA, Triton kernels, the paged layout, no plugged decode kernel."""
+        return (not self.enforce_eager and self.device.type == "cuda" and self.attention == "triton"
+                and self.kv_layout == "paged" and self.paged_decode_attention is None)
 
     @property
     def plugged(self) -> bool:

@@ -34,6 +34,21 @@ from minikv.sampling import SamplingParams
 from minikv.validation import check_bool
 
 
+def vllm_prefix_cache(prefix_cache: Any, enable_prefix_caching: bool | None) -> Any:
+    """``prefix_cache`` after vLLM's ``enable_prefix_caching`` switch (None: leave it as it is)."""
+    if enable_prefix_caching is None:
+        return prefix_cache
+    if not isinstance(enable_prefix_caching, bool):
+        raise InvalidRequestError(f"enable_prefix_caching must be True, False or None, got "
+                                  f"{enable_prefix_caching!r}")
+    if enable_prefix_caching:
+        return "hash" if isinstance(prefix_cache, str) and prefix_cache == "none" else prefix_cache
+    if not (isinstance(prefix_cache, str) and prefix_cache == "none"):
+        raise InvalidRequestError(f"enable_prefix_caching=False contradicts prefix_cache={prefix_cache!r}; "
+                                  "give one of them")
+    return "none"
+
+
 class LLM:
     """A small inference engine over one Llama-family model.
 
@@ -84,6 +99,9 @@ class LLM:
     a wrong one raises :class:`~minikv.errors.InvalidRequestError` saying what to give.
     ``seed=None`` seeds the engine's generator nondeterministically; a
     ``max_model_len`` above the model's context is cut to it.
+    ``enforce_eager``: no CUDA graphs for decode steps (used by default on CUDA with the Triton kernels).
+    ``enable_prefix_caching`` (vLLM's switch): True means ``prefix_cache="hash"``
+    (vLLM's block hashing) unless another cache is named; False means ``"none"``.
     """
 
     def __init__(
@@ -111,7 +129,10 @@ class LLM:
         scheduler: Literal["continuous", "waves"] = "continuous",
         policy: Any = "fcfs",
         schedule_fn: Callable[..., dict[int, int]] | None = None,
+        enable_prefix_caching: bool | None = None,
+        enforce_eager: bool = False,
     ) -> None:
+        prefix_cache = vllm_prefix_cache(prefix_cache, enable_prefix_caching)
         self.llm_engine = LLMEngine(
             model, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
             enable_chunked_prefill=enable_chunked_prefill, long_prefill_token_threshold=long_prefill_token_threshold,
@@ -119,12 +140,16 @@ class LLM:
             prefix_cache=prefix_cache, prefix_cache_options=prefix_cache_options, device=device, dtype=dtype,
             seed=seed, max_model_len=max_model_len, kv_layout=kv_layout, block_size=block_size, num_blocks=num_blocks,
             kv_cache_memory=kv_cache_memory, kv_cache_cls=kv_cache_cls, decode_attention=decode_attention,
-            paged_decode_attention=paged_decode_attention, attention=attention)
+            paged_decode_attention=paged_decode_attention, attention=attention, enforce_eager=enforce_eager)
 
     def __getattr__(self, name: str) -> Any:  # model, tokenizer, kv_pool, cache, block_manager, ...
         if name == "llm_engine":
             raise AttributeError(name)
         return getattr(self.llm_engine, name)
+
+    def get_tokenizer(self) -> Any:
+        """The model's tokenizer (vLLM's name)."""
+        return self.llm_engine.tokenizer
 
     def cache_stats(self) -> CacheStats:
         """Prefix-cache statistics in tokens: queries, hits, hit rate, evictions, blocks free/cached/used."""
@@ -226,6 +251,18 @@ class LLM:
         finally:
             scheduler.abort_all()  # on an error or interrupt: nothing stays allocated
 
-    def chat(self, message: str, sampling_params: SamplingParams | None = None) -> RequestOutput:
-        """One user message through the chat template; returns its output."""
-        return self.generate(message, sampling_params, chat=True)[0]
+    def chat(self, message: str | list[dict[str, str]] | list[list[dict[str, str]]],
+             sampling_params: SamplingParams | None = None, *, use_tqdm: bool = False) -> Any:
+        """A chat turn through the model's chat template.
+
+        ``message`` as a string: one user message; returns its :class:`RequestOutput`.
+        As a conversation (``[{"role": "system", "content": ...}, {"role": "user", ...}]``) or a list of
+        conversations: vLLM's ``LLM.chat``; returns a list of outputs, one per conversation.
+        """
+        if isinstance(message, str):
+            return self.generate(message, sampling_params, chat=True, use_tqdm=use_tqdm)[0]
+        conversations = message if message and isinstance(message, list) and isinstance(message[0], list) \
+            else [message]
+        parts = self.llm_engine.parts
+        prompts = [{"prompt_token_ids": parts.encode_messages(c)} for c in conversations]
+        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)

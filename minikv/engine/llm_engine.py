@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
+from minikv.engine.detokenizer import IncrementalDetokenizer
 from minikv.engine.inputs import PromptLike, check_prompt_ids, parse_prompt
 from minikv.engine.model_runner import ModelRunner
 from minikv.engine.parts import EngineParts
@@ -107,7 +107,8 @@ class LLMEngine:
         self._num_prompt_tokens = self._num_generation_tokens = 0
         if p.block_manager is not None and not p.plugged:
             self.runner = ModelRunner(p.model, p.kv_pool, p.scale, p.device, p.paged_decode_attention,
-                                      attention=p.attention)
+                                      attention=p.attention, cuda_graphs=p.cuda_graphs,
+                                      max_model_len=p.max_model_len)
             self.scheduler = self._make_scheduler()
 
     def _make_scheduler(self) -> Scheduler | WavesScheduler:
@@ -140,6 +141,7 @@ class LLMEngine:
         check_prompt_ids(ids, self.config.vocab_size, self.max_model_len, where)
         seq = Sequence(next(self._ids), parsed.text, ids, params, generator=self.parts.generator_for(params),
                        external_id=external_id)
+        self._detok(seq)
         if arrival_time is not None:
             seq.metrics.arrival_time = float(arrival_time)
         return seq
@@ -194,14 +196,17 @@ class LLMEngine:
                 self._live[seq.external_id] = seq
                 self._inbox.append(seq)
 
-    def abort_request(self, request_id: Hashable) -> None:
-        """Stop a request at the next step and free its blocks. Unknown or finished ids are ignored (as vLLM).
+    def abort_request(self, request_id: Hashable | list | tuple | set) -> None:
+        """Stop a request (or a list of them) at the next step and free its blocks.
 
-        Its last output (``finish_reason="abort"``) comes from that step.
+        Unknown or finished ids are ignored (as vLLM). Its last output (``finish_reason="abort"``)
+        comes from that step.
         """
+        ids = list(request_id) if isinstance(request_id, (list, tuple, set)) else [request_id]
         with self._lock:
-            if request_id in self._live:
-                self._aborts.append(request_id)
+            for rid in ids:
+                if rid in self._live:
+                    self._aborts.append(rid)
 
     def has_unfinished_requests(self) -> bool:
         with self._lock:
@@ -225,6 +230,7 @@ class LLMEngine:
                 out = sched.schedule()
                 tokens = self.runner.run(out.scheduled) if out.scheduled else {}
                 finished = sched.postprocess(out, tokens)
+                finished += self._stop_strings(out)
             except BaseException:
                 self._abort_everything()
                 raise
@@ -238,6 +244,23 @@ class LLMEngine:
                     self._live.pop(seq.external_id, None)
                     self._num_generation_tokens += len(seq.output_token_ids)
             return outputs
+
+    def _detok(self, seq: Sequence) -> IncrementalDetokenizer:
+        """The sequence's detokenizer (made on first use, so sequences built by hand work too)."""
+        if seq.detok is None:
+            seq.detok = IncrementalDetokenizer(self.tokenizer, seq.params.stop, seq.params.include_stop_str_in_output)
+        return seq.detok
+
+    def _stop_strings(self, out: SchedulerOutput) -> list[Sequence]:
+        """Feed each new token to its sequence's detokenizer; finish those whose text reached a stop string."""
+        done = []
+        for seq, _ in out.scheduled:
+            detok = self._detok(seq)
+            new = seq.output_token_ids[detok.num_pushed:]
+            if new and detok.push(new) and not seq.finished:
+                self.scheduler.finish(seq, "stop")
+                done.append(seq)
+        return done
 
     def _take_inbox(self) -> list[RequestOutput]:
         """New requests into the waiting queue; aborted ones out (with their last output)."""
@@ -253,8 +276,7 @@ class LLMEngine:
             if seq is None:
                 continue
             self.scheduler.abort(seq)
-            seq.finish_reason = "abort"
-            seq.metrics.finished_time = time.perf_counter()
+            seq.finish("abort")
             outputs.append(self._output(seq))
         return outputs
 
@@ -278,12 +300,16 @@ class LLMEngine:
     def _output(self, seq: Sequence) -> RequestOutput:
         new = seq.output_token_ids[seq.num_emitted:]
         seq.num_emitted = len(seq.output_token_ids)
+        detok = self._detok(seq)
+        if detok.num_pushed < len(seq.output_token_ids):  # the closed-batch paths: the text at the end
+            detok.push(seq.output_token_ids[detok.num_pushed:])
+        delta = detok.take(finished=seq.finished)
         return RequestOutput(
             request_id=seq.external_id, prompt=seq.prompt, prompt_token_ids=seq.prompt_token_ids,
-            text=self.tokenizer.decode(seq.output_token_ids, skip_special_tokens=True),
-            token_ids=list(seq.output_token_ids), finish_reason=seq.finish_reason,
+            text=detok.text[:detok.sent], token_ids=list(seq.output_token_ids), finish_reason=seq.finish_reason,
             num_cached_tokens=seq.num_cached_tokens, metrics=seq.metrics, new_token_ids=new,
-            finished=seq.finished, miss=seq.miss, num_preemptions=seq.num_preemptions)
+            finished=seq.finished, miss=seq.miss, num_preemptions=seq.num_preemptions, delta_text=delta,
+            stop_reason=detok.stop_reason)
 
     # ---- stats ------------------------------------------------------------------------------------------------
     def get_stats(self) -> EngineStats:

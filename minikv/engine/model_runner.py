@@ -8,6 +8,7 @@ at ``logits_indices``, the last new token of each sequence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -42,10 +43,12 @@ class ModelRunner:
     ``paged_decode_fn``: a replacement for the paged decode attention (see :class:`PagedStep`).
     ``attention``: the paged layout's kernels, ``"torch"`` (:class:`PagedStep`) or ``"triton"``
     (:class:`~minikv.attention.triton_backend.TritonPagedStep`, same inputs).
+    ``cuda_graphs``: pure decode steps (Triton, paged) replay CUDA graphs (:mod:`minikv.engine.cuda_graphs`).
     """
 
     def __init__(self, model: CausalLM, kv: KVPool | PaddedKVCache, scale: float, device: torch.device,
-                 paged_decode_fn: PagedDecodeFn | None = None, attention: str = "torch") -> None:
+                 paged_decode_fn: PagedDecodeFn | None = None, attention: str = "torch",
+                 cuda_graphs: bool = False, max_model_len: int | None = None) -> None:
         self.model, self.kv, self.scale, self.device = model, kv, scale, device
         self.paged_decode_fn = paged_decode_fn
         self.step_cls: type = PagedStep
@@ -54,6 +57,12 @@ class ModelRunner:
 
             self.step_cls = TritonPagedStep
         self.paged = isinstance(kv, KVPool)
+        self.graphs: Any = None  # DecodeGraphs: pure decode steps replay CUDA graphs (captured at the first one)
+        if cuda_graphs and self.paged and attention == "triton" and paged_decode_fn is None:
+            from minikv.engine.cuda_graphs import DecodeGraphs
+
+            assert max_model_len is not None
+            self.graphs = DecodeGraphs(model, kv, scale, max_model_len)
 
     def prepare(self, scheduled: list[tuple[Sequence, int]]) -> Batch:
         """Sequence ``s`` scheduled for ``n`` tokens feeds ``token_ids[num_computed_tokens : num_computed_tokens + n]``.
@@ -103,7 +112,12 @@ class ModelRunner:
     def run(self, scheduled: list[tuple[Sequence, int]]) -> dict[int, int]:
         """One forward over the scheduled chunks; the next token of each sequence that reached its end, by request id."""
         batch = self.prepare(scheduled)
-        logits = self.model(batch.input_ids, batch.positions, self.make_step(batch), batch.logits_indices)  # [S, vocab]
+        graphs = self.graphs
+        if graphs is not None and graphs.can_run(batch.query_start_loc, batch.block_tables):
+            logits = graphs.run(batch.input_ids, batch.positions, batch.slot_mapping, batch.block_tables,
+                                batch.context_lens)  # [B, vocab]: in a decode step every row is a last token
+        else:
+            logits = self.model(batch.input_ids, batch.positions, self.make_step(batch), batch.logits_indices)
         ready = [seq for seq, n in scheduled if seq.num_computed_tokens + n == len(seq)]
         if not ready:
             return {}

@@ -45,6 +45,7 @@ class EngineParts:
         self.engine_config = econf
         self.paged_decode_attention = econf.paged_decode_attention
         self.attention: str = econf.attention  # "torch" or "triton", "auto" resolved
+        self.cuda_graphs: bool = econf.cuda_graphs  # decode steps replay CUDA graphs
         self.plugged: bool = econf.plugged
         self.device: torch.device = econf.device
         self.dtype: torch.dtype = econf.dtype
@@ -113,13 +114,24 @@ class EngineParts:
     def encode(self, prompt: str, chat: bool = False) -> list[int]:
         """Token ids of ``prompt``; with ``chat=True`` wrapped in the model's chat template as a user turn."""
         if chat:
-            if not self.tokenizer.chat_template:
-                raise InvalidRequestError(f"model {self.model_name!r} has no chat template; call without chat")
-            prompt = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-            return self.tokenizer.encode(prompt, add_special_tokens=False)
+            return self.encode_messages([{"role": "user", "content": prompt}])
         return self.tokenizer.encode(prompt)
+
+    def encode_messages(self, messages: list[dict[str, Any]]) -> list[int]:
+        """Token ids of a conversation (``[{"role": ..., "content": ...}, ...]``) through the chat template,
+        ready for the assistant's turn."""
+        if not self.tokenizer.chat_template:
+            raise InvalidRequestError(f"model {self.model_name!r} has no chat template; call without chat")
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages):
+            raise InvalidRequestError("a conversation is a non-empty list of {'role': str, 'content': str} "
+                                      "dicts, e.g. [{'role': 'user', 'content': 'Hi'}]")
+        try:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as e:  # the template refuses the conversation (roles out of order, ...)
+            raise InvalidRequestError(f"the chat template refused these messages: {e}") from None
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def generator_for(self, params: SamplingParams) -> torch.Generator:
         """The request's own seeded generator, or the engine's when it gives no seed."""

@@ -144,6 +144,13 @@ class RequestQueues:
             self.running.remove(seq)
             self.kv.free(seq)
 
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """End a running sequence early (a stop string found in its text); its blocks go back as after EOS."""
+        seq.finish(reason)
+        if seq in self.running:
+            self.running.remove(seq)
+            self.kv.free(seq)
+
     def abort_all(self) -> None:
         """Free every unfinished sequence's blocks (after an error or an interrupt); empty both lists."""
         self.running.clear()

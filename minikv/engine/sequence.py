@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -42,6 +43,7 @@ class Sequence:
     num_emitted: int = 0
     counted: bool = False  # its prompt is in the engine's stats
     miss: MissReport | None = None
+    detok: Any = None  # its IncrementalDetokenizer (set by the engine): streamed text, stop strings
 
     def __post_init__(self) -> None:
         if self.external_id is None:
@@ -64,6 +66,12 @@ class Sequence:
     def max_length(self, max_model_len: int) -> int:
         """The most tokens (prompt + generated) this sequence can reach."""
         return min(len(self.prompt_token_ids) + self.params.max_tokens, max_model_len)
+
+    def finish(self, reason: str) -> None:
+        """End the sequence now (a stop string, an abort): ``finish_reason`` and the finish time."""
+        self.finish_reason = reason
+        self.metrics.finished_time = time.perf_counter()
+        self.metrics.num_generated_tokens = len(self.output_token_ids)
 
     def append(self, token: int, eos_ids: set[int], max_model_len: int | None = None) -> None:
         """Record a sampled token and decide whether the sequence is done.

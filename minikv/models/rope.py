@@ -42,6 +42,7 @@ class RotaryEmbedding:
         self.inv_freq = inv_frequencies(head_dim, theta, scaling)
         self.cos = torch.empty(0, head_dim, device="cpu")
         self.sin = torch.empty(0, head_dim, device="cpu")
+        self.frozen = False  # set by reserve(): no size check (a host sync) per call, as CUDA graph capture needs
 
     def _grow(self, n: int, device: torch.device) -> None:
         size = max(n, 2 * self.cos.shape[0], 256)
@@ -49,11 +50,18 @@ class RotaryEmbedding:
         emb = torch.cat([freqs, freqs], dim=-1)  # [size, head_dim]
         self.cos, self.sin = emb.cos().to(device), emb.sin().to(device)
 
+    def reserve(self, n: int, device: torch.device) -> None:
+        """Build the tables for positions ``< n`` on ``device`` now, and stop checking positions afterwards."""
+        if n > self.cos.shape[0] or self.cos.device != torch.device(device):
+            self._grow(n, torch.device(device))
+        self.frozen = True
+
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """``positions [T]`` -> cos, sin ``[T, 1, head_dim]`` ready to broadcast over heads."""
-        need = int(positions.max()) + 1 if positions.numel() else 0
-        if need > self.cos.shape[0] or self.cos.device != positions.device:
-            self._grow(need, positions.device)
+        if not self.frozen:
+            need = int(positions.max()) + 1 if positions.numel() else 0
+            if need > self.cos.shape[0] or self.cos.device != positions.device:
+                self._grow(need, positions.device)
         return self.cos[positions, None, :].to(dtype), self.sin[positions, None, :].to(dtype)
 
 
