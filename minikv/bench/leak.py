@@ -65,7 +65,7 @@ def recovery_rows(probers: dict, args, tokenizer=None) -> list[list[str]]:
 
     digits = list(range(10))
     alphabet = [tokenizer.encode(str(d), add_special_tokens=False)[0] for d in digits] if tokenizer else \
-        [args.vocab // 2 + d for d in digits]
+        [args.vocab // 16 + d for d in digits]  # below vocab // 8: never a fresh padding token
     rng = random.Random(args.seed)
     head = [rng.randrange(args.vocab // 8, args.vocab) for _ in range(14)]
     secret = [alphabet[rng.randrange(10)] for _ in range(6)]

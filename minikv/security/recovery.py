@@ -65,9 +65,17 @@ class RecoveryResult:
         return roc_auc(right, wrong) if right and wrong else float("nan")
 
 
-def _victim(prober: Prober, rng: random.Random, head: list[int], secret: list[int], vocab: int,
-            salt: str | None) -> None:
-    prober.send(head + secret + random_tokens(rng, 16, vocab), salt)
+def _start(prober: Prober, rng: random.Random, head: list[int], secret: list[int], vocab: int,
+           victim_salt: str | None, attacker_salt: str | None) -> None:
+    """Warm up, let the victim send ``head + secret + more``, and prime the head under the attacker's salt.
+
+    Priming (``head`` + a fresh token) makes the known head cached for the
+    attacker whatever the salts, so every probe is timed on the same footing
+    (else the first one would also pay for the head).
+    """
+    prober.send(random_tokens(rng, len(head) + len(secret) + 1, vocab))
+    prober.send(head + secret + random_tokens(rng, 16, vocab), victim_salt)
+    prober.send(head + random_tokens(rng, 1, vocab), attacker_salt)
 
 
 def recover_tokens(
@@ -97,8 +105,7 @@ def recover_tokens(
     head, secret, alphabet = list(head), list(secret), list(dict.fromkeys(alphabet))
     if not set(secret) <= set(alphabet) or len(alphabet) < 2:
         raise InvalidRequestError("the secret's tokens must come from an alphabet of at least 2 tokens")
-    prober.send(random_tokens(rng, len(head) + 2, vocab))  # warm-up
-    _victim(prober, rng, head, secret, vocab, victim_salt)
+    _start(prober, rng, head, secret, vocab, victim_salt, attacker_salt)
     result = RecoveryResult(secret)
 
     def probe_position(prefix: list[int]) -> tuple[dict[tuple[int, ...], float], bool]:
@@ -153,8 +160,7 @@ def recover_block(
         raise InvalidRequestError(
             f"head ({len(head)}) + secret ({len(secret)}) tokens must end a block of {block_size}: the block "
             f"that holds the secret can only hit whole")
-    prober.send(random_tokens(rng, len(head) + len(secret) + 1, vocab))  # warm-up
-    _victim(prober, rng, head, secret, vocab, victim_salt)
+    _start(prober, rng, head, secret, vocab, victim_salt, attacker_salt)
     combos = list(itertools.product(alphabet, repeat=len(secret)))
     rng.shuffle(combos)
     result = RecoveryResult(secret)
