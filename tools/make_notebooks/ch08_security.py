@@ -559,7 +559,8 @@ CELLS = [
       [arXiv:2502.07776](https://arxiv.org/abs/2502.07776) (ICML 2025): the same TTFT test run against
       commercial APIs found caches shared across users.
     * SGLang's HiCache and vLLM's KV offloading connector: the second memory tier in production.
-    * minikv's `minikv/security/` (probes, AUC, the attack, `PublicPrefixCache`),
-      `minikv/prefix/offload.py` and `docs/moving_on.md`.
+    * minikv's `docs/security.md` (the lab's measurements and sources), `minikv/security/` (probes,
+      AUC, the attack, recovery, `PublicPrefixCache`, collisions), `minikv/prefix/offload.py`,
+      `minikv bench leak`, `minikv bench collisions`, `minikv bench offload` and `docs/moving_on.md`.
     """),
 ]
