@@ -114,6 +114,10 @@ class EngineConfig:
     ``"triton"`` on the CPU runs Triton's interpreter (slow: for tests and chapter 06) in float32 only.
     Resolved to ``"torch"`` or ``"triton"``."""
 
+    enforce_eager: bool = False
+    """vLLM's name: True never uses CUDA graphs. By default decode steps on CUDA with the Triton kernels
+    replay captured graphs (:mod:`minikv.engine.cuda_graphs`); on the CPU there are none."""
+
     cpu_offload_blocks: int | None = None
     """A second cache level in host memory, in blocks (:mod:`minikv.prefix.offload`): blocks the prefix
     cache evicts are copied there (pinned memory, a side stream on CUDA) and a later hit copies them back
@@ -123,10 +127,6 @@ class EngineConfig:
     cpu_offload_gb: float | None = None
     """The same tier sized in GiB of host memory (``2**30`` bytes; vLLM calls its KV tier's size
     ``kv_offloading_size``, and its own ``cpu_offload_gb`` offloads weights). Default: no tier."""
-
-    enforce_eager: bool = False
-    """vLLM's name: True never uses CUDA graphs. By default decode steps on CUDA with the Triton kernels
-    replay captured graphs (:mod:`minikv.engine.cuda_graphs`); on the CPU there are none."""
 
     def __post_init__(self) -> None:
         self.kv_layout = self._check_kv_layout()

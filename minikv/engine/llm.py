@@ -133,9 +133,9 @@ class LLM:
         policy: Any = "fcfs",
         schedule_fn: Callable[..., dict[int, int]] | None = None,
         enable_prefix_caching: bool | None = None,
+        enforce_eager: bool = False,
         cpu_offload_blocks: int | None = None,
         cpu_offload_gb: float | None = None,
-        enforce_eager: bool = False,
     ) -> None:
         prefix_cache = vllm_prefix_cache(prefix_cache, enable_prefix_caching)
         self.llm_engine = LLMEngine(

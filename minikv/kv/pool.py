@@ -171,12 +171,12 @@ class KVPool:
         if not block_ids:
             return
         with self._side_stream() as on_gpu:
-            ids = torch.tensor(block_ids, device=self.device)
-            staged = self.kv.index_select(2, ids).movedim(2, 0)  # [k, 2, L, bs, H, D]
-            if not on_gpu:
-                host.index_copy_(0, torch.tensor(slots), staged)
+            if not on_gpu:  # one strided copy per block: far faster on a CPU than a gather and a scatter
+                for b, s in zip(block_ids, slots):
+                    host[s].copy_(self.kv[:, :, b])
                 return
-            staged = staged.contiguous()
+            ids = torch.tensor(block_ids, device=self.device)
+            staged = self.kv.index_select(2, ids).movedim(2, 0).contiguous()  # [k, 2, L, bs, H, D]
             for i, s, n in _runs(slots):
                 host[s : s + n].copy_(staged[i : i + n], non_blocking=True)
 
@@ -185,10 +185,11 @@ class KVPool:
         if not block_ids:
             return
         with self._side_stream() as on_gpu:
-            ids = torch.tensor(block_ids, device=self.device)
             if not on_gpu:
-                self.kv.index_copy_(2, ids, host.index_select(0, torch.tensor(slots)).movedim(0, 2))
+                for s, b in zip(slots, block_ids):
+                    self.kv[:, :, b].copy_(host[s])
                 return
+            ids = torch.tensor(block_ids, device=self.device)
             staged = torch.empty((len(slots), *host.shape[1:]), dtype=self.dtype, device=self.device)
             for i, s, n in _runs(slots):
                 staged[i : i + n].copy_(host[s : s + n], non_blocking=True)
