@@ -30,7 +30,7 @@ CELLS = [
     | 05 | `05_scheduling.ipynb` | fill a step's token budget, preempt and roll back, longest-prefix-match order, Belady's optimum (continuous batching, chunked prefill, cache-aware scheduling) | ready |
     | 06 | `06_triton_attention.ipynb` | Triton paged attention: the block-table gather, the online-softmax decode loop, the prefix/causal mask (interpreter on CPU) | ready |
     | 07 | `07_serving.ipynb` | the server seen from outside: a streaming detokenizer with stop strings, TTFT/TPOT/ITL percentiles, cached tokens over HTTP with your radix tree behind the server, hit rate from `/metrics` | ready |
-    | 08 | security & beyond | timing side channels and cache salt, a CPU tier, moving on to vLLM / SGLang | coming |
+    | 08 | `08_security.ipynb` | score the timing attack, salted block hashes with public blocks shared, a CPU tier's store and copy-back (the side channel and cache salt, collisions, moving on to vLLM / SGLang) | ready |
 
     Each chapter follows the same path: the idea with a small example you can change, a measurement
     on the real model, exercises, then your code plugged into the engine.
