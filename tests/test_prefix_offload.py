@@ -58,6 +58,16 @@ def test_a_full_tier_drops_its_least_recent_block_and_a_burst_keeps_its_last() -
     tier.check_invariants()
 
 
+def test_a_key_given_twice_in_one_store_keeps_its_last_block_and_every_slot() -> None:
+    tier = OffloadTier(tiny_pool(8), 2)
+    tier.store([("e", 4, None), ("e", 5, None)])
+    tier.check_invariants()  # no slot lost
+    assert tier.keys() == ["e"]
+    tier.store([("f", 6, None), ("g", 7, None)])
+    assert tier.keys() == ["f", "g"]
+    tier.check_invariants()
+
+
 def test_checked_out_blocks_are_never_pushed_out_and_checkin_puts_them_back() -> None:
     tier = OffloadTier(tiny_pool(8), 2)
     tier.store([("a", 0, None), ("b", 1, None)])

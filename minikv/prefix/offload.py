@@ -143,8 +143,10 @@ class OffloadTier:
         the ``allocate`` or ``evict`` that evicts them). A full tier drops its
         least recent entries; when more blocks come than the tier has slots
         left, only the last ones are kept (the first would be dropped at once).
-        A key already there is replaced.
+        A key already there is replaced; a key given twice keeps its last block.
         """
+        last = {key: i for i, (key, _, _) in enumerate(items)}  # a key given twice: its last block counts
+        items = [item for i, item in enumerate(items) if last[item[0]] == i]
         for key, _, _ in items:
             old = self._index.pop(key, None)
             if old is not None:
