@@ -53,8 +53,37 @@ def _demo_prefix_cache(llm, max_tokens: int) -> None:
     print(f"cache: hit rate {stats.hit_rate:.0%} ({stats.hit_tokens} of {stats.query_tokens} prompt tokens)")
 
 
+def _demo_serve(args: argparse.Namespace) -> int:
+    """The server with and without a prefix cache, the same system-prompt traffic from the bench client, TTFT side by side."""
+    from minikv.bench.serve import run_benchmark
+    from minikv.serve import ServerThread
+
+    print(f"--- minikv serve on {args.model}: {args.num_requests} requests share one system prompt "
+          f"(about {args.shared_len} words), {args.concurrency} at a time ---")
+    runs = {}
+    for cache in ("none", "radix"):
+        with ServerThread(args.model, prefix_cache=cache, device=args.device) as srv:
+            print(f"\nserver {srv.url}, --prefix-cache {cache}")
+            runs[cache] = run_benchmark(srv.url, "system-prompt", model=srv.model_name, concurrency=args.concurrency,
+                                        num_requests=args.num_requests, shared_len=args.shared_len,
+                                        max_tokens=args.max_tokens)
+        print(runs[cache].table(title=f"--prefix-cache {cache}"))
+    ttft = {c: r.summary["ttft_ms"] for c, r in runs.items()}
+    cached = {c: r.summary["cached_tokens"] for c, r in runs.items()}
+    print("\nTTFT (ms)        none    radix   none / radix")
+    for q in ("p50", "p99"):
+        print(f"  {q:<12} {ttft['none'][q]:>7.1f}  {ttft['radix'][q]:>7.1f}   {ttft['none'][q] / ttft['radix'][q]:>6.1f}x")
+    print(f"  cached prompt tokens: none {cached['none']}, radix {cached['radix']}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from minikv import LLM, SamplingParams
+
+    if args.serve:
+        args.max_tokens = args.max_tokens or 16
+        return _demo_serve(args)
+    args.max_tokens = args.max_tokens or 48
 
     llm = LLM(args.model, device=args.device, prefix_cache=args.prefix_cache)
     print(f"model: {args.model}  ({llm.config.num_layers} layers, {llm.config.num_heads} heads / "
@@ -118,8 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the engine's main job on the embedded model")
     model_args(p)
-    p.add_argument("--max-tokens", type=int, default=48)
+    p.add_argument("--max-tokens", type=int, default=None, help="new tokens per answer (default 48; --serve: 16)")
     p.add_argument("--prefix-cache", default="hash", choices=["hash", "radix", "none"])
+    p.add_argument("--serve", action="store_true",
+                   help="start minikv serve without and with a radix cache, benchmark both with minikv bench serve")
+    p.add_argument("--num-requests", type=int, default=8, help="--serve: requests per server")
+    p.add_argument("--concurrency", type=int, default=2, help="--serve: requests in flight")
+    p.add_argument("--shared-len", type=int, default=384, help="--serve: system prompt length in words")
     p.add_argument("questions", nargs="*", help="extra questions to ask")
     p.set_defaults(func=_cmd_demo)
 

@@ -29,3 +29,11 @@ class KVCacheFull(MinikvError):
 
 class BlockAllocatorError(MinikvError):
     """A block was freed twice, or freed without having been allocated."""
+
+
+class EndpointError(MinikvError):
+    """A server under benchmark answered an HTTP error, or something that is not the OpenAI API."""
+
+
+class EndpointUnreachableError(EndpointError):
+    """A server under benchmark cannot be reached (nothing listens there, wrong host or port, timeout)."""

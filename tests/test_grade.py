@@ -279,7 +279,7 @@ def test_cli_table_json_and_exit_codes(tmp_path: Path, capfd: pytest.CaptureFixt
 
     assert mg.main(["9.9"]) == 2
     assert "no exercise '9.9'; known exercises: 1.1, 1.2, 1.3, 2.1, 2.2, 2.3, 2.4" in capfd.readouterr().err
-    assert mg.main(["--chapter", "7"]) == 2
+    assert mg.main(["--chapter", "9"]) == 2
     assert mg.main(["--impl", "nope"]) == 2
     capfd.readouterr()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -117,10 +118,23 @@ class EngineConfig:
     """vLLM's name: True never uses CUDA graphs. By default decode steps on CUDA with the Triton kernels
     replay captured graphs (:mod:`minikv.engine.cuda_graphs`); on the CPU there are none."""
 
+    cpu_offload_blocks: int | None = None
+    """A second cache level in host memory, in blocks (:mod:`minikv.prefix.offload`): blocks the prefix
+    cache evicts are copied there (pinned memory, a side stream on CUDA) and a later hit copies them back
+    instead of recomputing them. Needs ``prefix_cache="hash"`` or ``"radix"``. Give this or
+    ``cpu_offload_gb``, not both. Default: no tier."""
+
+    cpu_offload_gb: float | None = None
+    """The same tier sized in GiB of host memory (``2**30`` bytes; vLLM calls its KV tier's size
+    ``kv_offloading_size``, and its own ``cpu_offload_gb`` offloads weights). Default: no tier."""
+
     def __post_init__(self) -> None:
         self.kv_layout = self._check_kv_layout()
         self.block_size = check_int("block_size", self.block_size, 1, expected="a positive int",
                                     hint="give tokens per KV block, e.g. 16")
+        if isinstance(self.prefix_cache_options, dict) and "offload" in self.prefix_cache_options:
+            raise InvalidRequestError("the engine builds the offload tier over its own KV pool: give cpu_offload_blocks "
+                                      "or cpu_offload_gb instead of prefix_cache_options['offload']")
         self.prefix_cache_options = check_cache_options(self.prefix_cache, self.prefix_cache_options, self.block_size)
         if self.num_blocks is not None and self.kv_cache_memory is not None:
             raise InvalidRequestError("give num_blocks or kv_cache_memory, not both")
@@ -142,6 +156,12 @@ class EngineConfig:
                                       "and the chapter 01 plug-ins, or use prefix_cache='none'")
         self.attention = check_attention(self.attention, self.kv_layout, self.device, self.dtype)
         self.enforce_eager = check_bool("enforce_eager", self.enforce_eager)
+        check_offload_options(self)
+
+    @property
+    def offload(self) -> bool:
+        """A CPU offload tier is asked for."""
+        return self.cpu_offload_blocks is not None or self.cpu_offload_gb is not None
 
     @property
     def cuda_graphs(self) -> bool:
@@ -182,6 +202,29 @@ class EngineConfig:
                 "paged_decode_attention plugs into the paged layout; drop kv_layout='contiguous' or the plug-in"
             )
         return layout
+
+
+def check_offload_options(c: EngineConfig) -> None:
+    """``cpu_offload_blocks`` / ``cpu_offload_gb``: one of them, a positive size, on a built-in prefix cache."""
+    if c.cpu_offload_blocks is not None and c.cpu_offload_gb is not None:
+        raise InvalidRequestError("give cpu_offload_blocks or cpu_offload_gb, not both (one sizes the tier in "
+                                  "blocks, the other in GiB of host memory)")
+    c.cpu_offload_blocks = check_optional_int(
+        "cpu_offload_blocks", c.cpu_offload_blocks, 1, expected="a positive int",
+        hint="give the tier's size in KV blocks, e.g. 4096, or None for no tier")
+    gb = c.cpu_offload_gb
+    if gb is not None:
+        if isinstance(gb, bool) or not isinstance(gb, (int, float)) or not math.isfinite(gb) or gb <= 0:
+            raise InvalidRequestError(f"cpu_offload_gb must be a positive number of GiB (e.g. 4 or 0.5), got "
+                                      f"{describe(gb)}; or None for no tier")
+        c.cpu_offload_gb = float(gb)
+    if not c.offload:
+        return
+    what = "cpu_offload_blocks" if c.cpu_offload_blocks is not None else "cpu_offload_gb"
+    if not isinstance(c.prefix_cache, str) or c.prefix_cache == "none":
+        kind = c.prefix_cache if isinstance(c.prefix_cache, str) else "a plugged cache"
+        raise InvalidRequestError(f"{what} adds a second level to minikv's prefix caches, but prefix_cache is "
+                                  f"{kind!r}; use prefix_cache='hash' or 'radix', or drop {what}")
 
 
 def check_attention(attention: Any, kv_layout: str, device: torch.device, dtype: torch.dtype) -> str:
@@ -326,7 +369,7 @@ def _check_signature(what: str, factory: Callable[..., Any], options: dict[str, 
             named = {p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
             unknown = sorted(set(options) - named)
         if unknown:
-            valid = ", ".join(sorted(named - {"allocator"})) or "none"
+            valid = ", ".join(sorted(named - {"allocator", "offload"})) or "none"  # offload: cpu_offload_*
             raise InvalidRequestError(f"prefix_cache_options: {', '.join(map(repr, unknown))} is not an option "
                                       f"of {what}; its options are: {valid}") from None
         raise InvalidRequestError(f"{what} cannot be called as factory(num_blocks, block_size, "

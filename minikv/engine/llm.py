@@ -89,6 +89,9 @@ class LLM:
     ``paged_decode_attention``: your batched paged decode attention (chapter
     02, the signature of :func:`minikv.attention.torch_ref.paged_decode_attention`)
     in place of the engine's, on the paged layout.
+    ``cpu_offload_blocks`` / ``cpu_offload_gb``: a second prefix-cache level in host memory
+    (hash or radix cache): evicted blocks are copied there and copied back on a later hit instead
+    of being recomputed (``llm.offload_tier``; ``cache_stats().offload_hit_tokens``).
     ``attention``: the paged layout's kernels, ``"torch"``, ``"triton"`` (in
     place through the block tables; on the CPU, Triton's interpreter: slow) or
     ``"auto"`` (Triton on CUDA, torch on the CPU); ``llm.attention`` says which.
@@ -131,6 +134,8 @@ class LLM:
         schedule_fn: Callable[..., dict[int, int]] | None = None,
         enable_prefix_caching: bool | None = None,
         enforce_eager: bool = False,
+        cpu_offload_blocks: int | None = None,
+        cpu_offload_gb: float | None = None,
     ) -> None:
         prefix_cache = vllm_prefix_cache(prefix_cache, enable_prefix_caching)
         self.llm_engine = LLMEngine(
@@ -140,7 +145,8 @@ class LLM:
             prefix_cache=prefix_cache, prefix_cache_options=prefix_cache_options, device=device, dtype=dtype,
             seed=seed, max_model_len=max_model_len, kv_layout=kv_layout, block_size=block_size, num_blocks=num_blocks,
             kv_cache_memory=kv_cache_memory, kv_cache_cls=kv_cache_cls, decode_attention=decode_attention,
-            paged_decode_attention=paged_decode_attention, attention=attention, enforce_eager=enforce_eager)
+            paged_decode_attention=paged_decode_attention, attention=attention, enforce_eager=enforce_eager,
+            cpu_offload_blocks=cpu_offload_blocks, cpu_offload_gb=cpu_offload_gb)
 
     def __getattr__(self, name: str) -> Any:  # model, tokenizer, kv_pool, cache, block_manager, ...
         if name == "llm_engine":

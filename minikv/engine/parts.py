@@ -23,6 +23,7 @@ from minikv.kv.contiguous import ContiguousKVCache
 from minikv.kv.pool import KVPool, bytes_per_token
 from minikv.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer, resolve
 from minikv.prefix import NoPrefixCache, PrefixCache, make_prefix_cache
+from minikv.prefix.offload import OffloadTier, blocks_for_gb
 from minikv.sampling import SamplingParams
 
 PrefixCacheLike = str | PrefixCache | Callable[[int, int], PrefixCache]
@@ -80,13 +81,31 @@ class EngineParts:
             self.kv_pool = KVPool(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.block_size, **size,
                                   dtype=self.dtype, device=self.device)
             self.kv_cache_memory = self.kv_pool.memory_bytes
-        self.cache: PrefixCache = self._make_prefix_cache(prefix_cache, econf.prefix_cache_options or {})
+        self.offload_tier: OffloadTier | None = self._make_offload_tier(econf)
+        options = dict(econf.prefix_cache_options or {})
+        if self.offload_tier is not None:
+            options["offload"] = self.offload_tier
+        self.cache: PrefixCache = self._make_prefix_cache(prefix_cache, options)
         self.block_manager = BlockManager(self.cache, self.kv_pool, self.max_model_len) if self.kv_pool else None
         self.sequential: SequentialRunner | None = None
         if self.plugged:
             self.sequential = SequentialRunner(
                 self.model, cfg, econf.kv_cache_cls or ContiguousKVCache, econf.decode_attention, self.scale,
                 self.dtype, self.device, self.eos_ids, self.max_model_len)
+
+    def _make_offload_tier(self, econf: EngineConfig) -> OffloadTier | None:
+        """The CPU offload tier over the pool's blocks (``cpu_offload_blocks`` or ``cpu_offload_gb``), or None."""
+        if not econf.offload or self.kv_pool is None:
+            return None
+        per_block = self.kv_pool.bytes_per_block
+        n = econf.cpu_offload_blocks
+        if n is None:
+            n = blocks_for_gb(econf.cpu_offload_gb, per_block)
+            if n < 1:
+                raise InvalidRequestError(
+                    f"cpu_offload_gb={econf.cpu_offload_gb} holds no KV block: one block of {self.block_size} tokens "
+                    f"takes {per_block} bytes here; give at least {per_block / (1 << 30):.6f} GiB, or cpu_offload_blocks")
+        return OffloadTier(self.kv_pool, n)
 
     def _make_prefix_cache(self, kind: PrefixCacheLike, options: dict[str, Any]) -> PrefixCache:
         """The prefix cache that owns the paged pool's blocks (``NoPrefixCache`` when caching is off)."""

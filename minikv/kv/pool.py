@@ -27,6 +27,9 @@ at start, so never-written slots hold finite values.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from minikv.errors import KVCacheFull
@@ -99,6 +102,7 @@ class KVPool:
             dtype=dtype,
             device=self.device,
         )
+        self._copy_stream: torch.cuda.Stream | None = None  # made by the first host copy on CUDA
 
     @property
     def bytes_per_token(self) -> int:
@@ -145,9 +149,85 @@ class KVPool:
                 raise ValueError(f"num_tokens must be in 0..{self.block_size} (one block), got {num_tokens}")
             self.kv[:, :, dst, :num_tokens] = self.kv[:, :, src, :num_tokens]
 
+    # ------------------------------------------------------------ host tier
+
+    def host_buffer(self, num_blocks: int) -> torch.Tensor:
+        """Zeroed host memory for ``num_blocks`` blocks, one contiguous slot each (an offload tier's store).
+
+        # [num_blocks, 2, num_layers, block_size, num_kv_heads, head_dim]
+        Pinned (page-locked) when the pool is on CUDA, so copies to and from
+        it can run asynchronously; plain CPU memory otherwise.
+        """
+        shape = (num_blocks, 2, self.num_layers, self.block_size, self.num_kv_heads, self.head_dim)
+        return torch.zeros(shape, dtype=self.dtype, pin_memory=self.device.type == "cuda")
+
+    def save_blocks(self, block_ids: list[int], host: torch.Tensor, slots: list[int]) -> None:
+        """Copy K and V of pool blocks ``block_ids`` into host slots ``slots`` (every layer).
+
+        On CUDA the copy runs on a side stream, asynchronously for the CPU;
+        the default stream waits for it before its next kernel, so a block
+        handed out again is only overwritten once its K/V are safe in host memory.
+        """
+        if not block_ids:
+            return
+        with self._side_stream() as on_gpu:
+            if not on_gpu:  # one strided copy per block: far faster on a CPU than a gather and a scatter
+                for b, s in zip(block_ids, slots):
+                    host[s].copy_(self.kv[:, :, b])
+                return
+            ids = torch.tensor(block_ids, device=self.device)
+            staged = self.kv.index_select(2, ids).movedim(2, 0).contiguous()  # [k, 2, L, bs, H, D]
+            for i, s, n in _runs(slots):
+                host[s : s + n].copy_(staged[i : i + n], non_blocking=True)
+
+    def load_blocks(self, host: torch.Tensor, slots: list[int], block_ids: list[int]) -> None:
+        """Copy host slots ``slots`` back into pool blocks ``block_ids`` (the reverse of :meth:`save_blocks`)."""
+        if not block_ids:
+            return
+        with self._side_stream() as on_gpu:
+            if not on_gpu:
+                for s, b in zip(slots, block_ids):
+                    self.kv[:, :, b].copy_(host[s])
+                return
+            ids = torch.tensor(block_ids, device=self.device)
+            staged = torch.empty((len(slots), *host.shape[1:]), dtype=self.dtype, device=self.device)
+            for i, s, n in _runs(slots):
+                staged[i : i + n].copy_(host[s : s + n], non_blocking=True)
+            self.kv.index_copy_(2, ids, staged.movedim(0, 2))
+
+    @contextlib.contextmanager
+    def _side_stream(self) -> Iterator[bool]:
+        """On CUDA: run the body on the pool's copy stream, ordered after and before the default stream's work."""
+        if self.device.type != "cuda":
+            yield False
+            return
+        main = torch.cuda.current_stream(self.device)
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(self.device)
+        side = self._copy_stream
+        side.wait_stream(main)  # the blocks' last writes (and reads) are done
+        with torch.cuda.stream(side):
+            yield True
+        main.wait_stream(side)  # later kernels see the copies done
+
     def __repr__(self) -> str:
         return (
             f"KVPool(layers={self.num_layers}, kv_heads={self.num_kv_heads}, "
             f"head_dim={self.head_dim}, block_size={self.block_size}, "
             f"num_blocks={self.num_blocks}, dtype={self.dtype}, device={self.device})"
         )
+
+
+def _runs(slots: list[int]) -> Iterator[tuple[int, int, int]]:
+    """``(index, first slot, length)`` of each run of consecutive slots, so each run is one copy.
+
+    >>> list(_runs([4, 5, 6, 9, 2, 3]))
+    [(0, 4, 3), (3, 9, 1), (4, 2, 2)]
+    """
+    i = 0
+    while i < len(slots):
+        n = 1
+        while i + n < len(slots) and slots[i + n] == slots[i] + n:
+            n += 1
+        yield i, slots[i], n
+        i += n

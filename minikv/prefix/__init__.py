@@ -13,7 +13,10 @@ policy-ordered eviction and miss reports in :mod:`.hash_policy`),
 :mod:`.radix` (``RadixCache``, a package by job), :mod:`.policies` (the
 eviction policies both caches take as ``policy=``; the adaptive one in
 :mod:`.dueling`), :mod:`.ghost` (the ghost list of evicted blocks and the
-bucket rules of ``explain_miss``) and :mod:`.report` (``MissReport``).
+bucket rules of ``explain_miss``), :mod:`.report` (``MissReport``) and
+:mod:`.offload` (``OffloadTier``: the second level in host memory that both
+caches take as ``offload=``; their sides of it in :mod:`.hash_offload` and
+:mod:`.radix.offload`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from minikv.prefix.hashing import (
     hash_block,
 )
 from minikv.prefix.ledger import BlockLedger
+from minikv.prefix.offload import OffloadTier
 from minikv.prefix.radix import RadixCache
 
 PREFIX_CACHE_KINDS: dict[str, Callable[..., PrefixCache]] = {
@@ -73,6 +77,7 @@ __all__ = [
     "CacheStats",
     "Match",
     "NoPrefixCache",
+    "OffloadTier",
     "PrefixCache",
     "PrefixCacheError",
     "RadixCache",

@@ -85,6 +85,12 @@ class CacheStats:
     lengths given to ``match``, ``hit_tokens`` the tokens it found cached.
     Block counts split the pool: ``num_used + num_evictable + num_free ==
     num_blocks``; ``num_cached`` counts blocks with a hash, in use or evictable.
+
+    With a CPU offload tier (:mod:`minikv.prefix.offload`), hits split by
+    level: ``offload_hit_tokens`` of the ``hit_tokens`` were copied back from
+    host memory (vLLM's ``external_prefix_cache_hits``), the rest were in the
+    pool (``pool_hit_tokens``); ``offload_num_blocks`` is the tier's capacity
+    and ``offload_num_cached`` the blocks it holds now (0 without a tier).
     """
 
     num_blocks: int
@@ -98,11 +104,24 @@ class CacheStats:
     hit_tokens: int = 0
     evictions: int = 0
     collisions: int = 0
+    offload_hit_tokens: int = 0
+    offload_num_blocks: int = 0
+    offload_num_cached: int = 0
 
     @property
     def hit_rate(self) -> float:
         """``hit_tokens / query_tokens``, 0.0 before any query."""
         return self.hit_tokens / self.query_tokens if self.query_tokens else 0.0
+
+    @property
+    def pool_hit_tokens(self) -> int:
+        """Hit tokens found in the KV pool itself (tier 1)."""
+        return self.hit_tokens - self.offload_hit_tokens
+
+    @property
+    def offload_hit_rate(self) -> float:
+        """``offload_hit_tokens / query_tokens``: the share of prompt tokens the tier saved."""
+        return self.offload_hit_tokens / self.query_tokens if self.query_tokens else 0.0
 
 
 @runtime_checkable

@@ -8,10 +8,10 @@ of recently peeked prompts are remembered (bounded by
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from minikv.prefix.base import as_token_ids, max_cached_blocks
-from minikv.prefix.block_hashes import ExtraKey, HashFn, block_extra_keys, iter_block_hashes
+from minikv.prefix.block_hashes import ExtraKey, HashFn, iter_block_hashes
 
 
 class HashPeekMixin:
@@ -22,6 +22,8 @@ class HashPeekMixin:
     _hash: HashFn
     _by_hash: dict
 
+    _walk_chain: Callable[..., list]  # the chain walk of minikv.prefix.hash_offload
+
     def peek(
         self,
         token_ids: Sequence[int],
@@ -31,8 +33,9 @@ class HashPeekMixin:
     ) -> int:
         """The ``num_cached_tokens`` that :meth:`match` would return now; changes nothing.
 
-        The same hash-chain walk, last-token rule, salt and ``verify`` check as
-        ``match``, but no reference is taken, no evictable block is revived
+        The same hash-chain walk (through the offload tier too, if any),
+        last-token rule, salt and ``verify`` check as ``match``, but no
+        reference is taken, no evictable block is revived
         (the free queue, i.e. the LRU order, stays as it is) and no counter
         moves, not even ``collisions``.
 
@@ -48,17 +51,8 @@ class HashPeekMixin:
         tokens = as_token_ids(token_ids)
         bs = self.block_size
         limit = max_cached_blocks(len(tokens), bs)
-        num_hit, parent_uid = 0, 0
-        for i, h in enumerate(self._peek_hashes(tokens, salt, tuple(extra_keys), limit)):
-            entry = self._by_hash.get(h)
-            if entry is None:
-                break
-            if self.verify:
-                toks = tuple(tokens[i * bs : (i + 1) * bs])
-                if not entry.holds(parent_uid, toks, block_extra_keys(i, salt, extra_keys)):
-                    break
-            num_hit += 1
-            parent_uid = entry.uid
+        hashes = self._peek_hashes(tokens, salt, tuple(extra_keys), limit)
+        num_hit = len(self._walk_chain(hashes, tokens, salt, extra_keys, count=False))  # pool, then tier
         return num_hit * bs
 
     _peek_memo: OrderedDict[tuple, list[bytes]] | None = None  # made by the first peek

@@ -50,12 +50,14 @@ from minikv.prefix.block_hashes import (
     resolve_hash_fn,
 )
 from minikv.prefix.ghost import ROOT_KEY, GhostList
+from minikv.prefix.hash_offload import HashOffloadMixin
 from minikv.prefix.hash_peek import HashPeekMixin
 from minikv.prefix.hash_policy import HashEvictionMixin, _Entry
 from minikv.prefix.ledger import BlockLedger
+from minikv.prefix.offload import OffloadTier, check_offload
 from minikv.prefix.policies import LRU, EvictionPolicy, bind_policy, resolve_policy
 
-class BlockHashCache(HashPeekMixin, HashEvictionMixin):
+class BlockHashCache(HashPeekMixin, HashEvictionMixin, HashOffloadMixin):
     """A :class:`~minikv.prefix.PrefixCache` over chained block hashes (vLLM v1 style).
 
     Owns blocks ``0 .. num_blocks - 1``. Each block is *used* (ref > 0),
@@ -78,6 +80,11 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
     :meth:`explain_miss` (default ``num_blocks``; 0 remembers none).
     ``peek`` comes from :mod:`minikv.prefix.hash_peek`.
 
+    ``offload``: an :class:`~minikv.prefix.offload.OffloadTier` over the
+    pool's tensors: evicted blocks are copied there and a later hit on them
+    is copied back instead of recomputed (:mod:`minikv.prefix.hash_offload`);
+    ``stats().offload_hit_tokens`` counts those hits (inside ``hit_tokens``).
+
     >>> c = BlockHashCache(4, 2, policy="slru")
     >>> table = c.allocate(2)
     >>> c.insert([1, 2, 3, 4], table), c.release(table), c.stats().num_evictable
@@ -94,8 +101,11 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
         verify: bool | None = None,
         policy: str | EvictionPolicy = "lru",
         ghost_size: int | None = None,
+        *,
+        offload: OffloadTier | None = None,
     ) -> None:
         self._ledger = BlockLedger(num_blocks, block_size)
+        self.offload = check_offload(offload, self._ledger.block_size)
         self.num_blocks = self._ledger.num_blocks
         self.block_size = self._ledger.block_size
         self._hash = resolve_hash_fn(hash_fn)
@@ -132,6 +142,10 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
         self._hit_tokens = 0
         self._evictions = 0
         self._collisions = 0
+        self._offload_hit_tokens = 0
+        self._spill: list[tuple[bytes, int, _Entry]] = []  # evicted, not yet copied to the tier
+        if self.offload is not None:
+            self.offload.reset()
 
     # ----------------------------------------------------------------- queries
 
@@ -167,6 +181,7 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
             hit_tokens=self._hit_tokens,
             evictions=self._evictions,
             collisions=self._collisions,
+            **self._offload_fields(),
         )
 
     # -------------------------------------------------------------- operations
@@ -185,28 +200,26 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
         """
         tokens = as_token_ids(token_ids)
         limit = max_cached_blocks(len(tokens), self.block_size)
-        hits: list[int] = []
-        parent_uid = 0
         blocks = iter_block_hashes(tokens, self.block_size, salt, extra_keys, self._hash, limit)
-        for h, toks, extra in blocks:
-            entry = self._by_hash.get(h)
-            if entry is None:
-                break
-            if self.verify and not entry.holds(parent_uid, toks, extra):
-                self._collisions += 1
-                break
-            hits.append(entry.block_id)
-            parent_uid = entry.uid
+        chain = self._walk_chain((h for h, _, _ in blocks), tokens, salt, extra_keys, count=True)
         self._clock += 1
-        for b in hits:
+        held = []
+        for entry, in_tier in chain:
+            if in_tier:
+                continue
+            b = entry.block_id
             if self._ledger.ref_count(b) == 0:  # revive an evictable block
                 if self._queue_lru:
                     self._ledger.unfree(b)
                 self._num_evictable -= 1  # (a heap entry goes stale: skipped when popped)
             self._ledger.hold((b,))
-            entry = self._by_block[b]
+            held.append(b)
             entry.last_access = self._clock
             entry.hit_count += 1
+        from_tier = [entry for entry, in_tier in chain if in_tier]
+        if from_tier:
+            self._load_from_tier(from_tier, held)
+        hits = [entry.block_id for entry, _ in chain]
         self._requests += 1
         self._query_tokens += len(tokens)
         self._hit_tokens += len(hits) * self.block_size
@@ -225,6 +238,7 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
             n = self._ledger.require(n, self.num_allocatable)
             if n > self._ledger.num_free:
                 self._evict_by_policy(n - self._ledger.num_free)
+                self._flush_spill()
             return self._ledger.take(n)
         out = self._ledger.take(self._ledger.require(n, self._ledger.num_free))
         for b in out:
@@ -232,6 +246,7 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
                 self._forget(b)
                 self._num_evictable -= 1
                 self._evictions += 1
+        self._flush_spill()
         return out
 
     def insert(
@@ -290,8 +305,12 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
                 parent, parent_uid, key = h, other.uid, other.ghost_key  # duplicate: b stays uncached
                 continue
             key = hash((key, toks))
-            entry = _Entry(b, h, toks, extra, parent_uid, next(self._uids), key, salt, (i + 1) * bs,
-                           self._clock)  # fmt: skip
+            entry = self._take_over(h, parent_uid, toks, extra)  # the tier's copy, if it has one
+            if entry is not None:
+                entry.block_id, entry.parent_uid, entry.last_access = b, parent_uid, self._clock
+            else:
+                entry = _Entry(b, h, toks, extra, parent_uid, next(self._uids), key, salt, (i + 1) * bs,
+                               self._clock)  # fmt: skip
             self._by_hash[h] = entry
             self._by_block[b] = entry
             self._live.setdefault(key, []).append(salt)
@@ -324,13 +343,16 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
         blocks. (Under another policy: in the policy's order, to the free queue's tail.)
         """
         if not self._queue_lru:
-            return self._evict_by_policy(min(max(n, 0), self._num_evictable))
+            done = self._evict_by_policy(min(max(n, 0), self._num_evictable))
+            self._flush_spill()
+            return done
         cached_lru_first = (b for b in self._ledger.iter_free() if b in self._by_block)
         victims = list(itertools.islice(cached_lru_first, max(n, 0)))
         for b in victims:
             self._forget(b)
         self._num_evictable -= len(victims)
         self._evictions += len(victims)
+        self._flush_spill()
         return len(victims)
 
     def reset(self) -> None:
@@ -354,6 +376,8 @@ class BlockHashCache(HashPeekMixin, HashEvictionMixin):
         if not salts:
             del self._live[entry.ghost_key]
         self._ghost.add(entry.ghost_key, entry.salt)
+        if self.offload is not None:  # copied out at the end of the allocate or evict under way
+            self._spill.append((entry.block_hash, block_id, entry))
 
     def __repr__(self) -> str:
         s = self.stats()

@@ -195,5 +195,5 @@ class EngineLoop:
             "cache": {"query_tokens": c.query_tokens, "hit_tokens": c.hit_tokens, "hit_rate": c.hit_rate,
                       "num_blocks": c.num_blocks, "block_size": c.block_size, "num_used": c.num_used,
                       "num_evictable": c.num_evictable, "num_free": c.num_free, "num_cached": c.num_cached,
-                      "evictions": c.evictions},
+                      "evictions": c.evictions, "offload_hit_tokens": getattr(c, "offload_hit_tokens", 0)},
         }

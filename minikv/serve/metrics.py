@@ -3,15 +3,16 @@
 Engine state (read from the engine loop's latest :class:`EngineStats`
 snapshot at scrape time, so a scrape never waits for a step):
 
-=================================== ======= ===================================================
-``minikv:num_requests_running``     gauge   requests in the running batch
-``minikv:num_requests_waiting``     gauge   accepted, not yet running
-``minikv:kv_cache_usage_perc``      gauge   KV blocks held by running requests / all (0..1)
-``minikv:prefix_cache_queries``     counter prompt tokens looked up in the prefix cache
-``minikv:prefix_cache_hits``        counter of those, tokens found cached
-``minikv:num_preemptions``          counter requests preempted (recomputed later)
-``minikv:prompt_tokens``            counter prompt tokens of requests that started
-=================================== ======= ===================================================
+====================================== ======= =======================================================
+``minikv:num_requests_running``        gauge   requests in the running batch
+``minikv:num_requests_waiting``        gauge   accepted, not yet running
+``minikv:kv_cache_usage_perc``         gauge   KV blocks held by running requests / all (0..1)
+``minikv:prefix_cache_queries``        counter prompt tokens looked up in the prefix cache
+``minikv:prefix_cache_hits``           counter of those, tokens found cached (in the pool or the CPU tier)
+``minikv:external_prefix_cache_hits``  counter of those, tokens copied back from the CPU offload tier
+``minikv:num_preemptions``             counter requests preempted (recomputed later)
+``minikv:prompt_tokens``               counter prompt tokens of requests that started
+====================================== ======= =======================================================
 
 Per request (observed in the engine thread after each step):
 
@@ -71,6 +72,8 @@ class _EngineCollector:
         yield gauge("kv_cache_usage_perc", "Fraction of KV blocks held by running requests (0 to 1).", s.kv_usage)
         yield counter("prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", s.cache.query_tokens)
         yield counter("prefix_cache_hits", "Prompt tokens found in the prefix cache.", s.cache.hit_tokens)
+        yield counter("external_prefix_cache_hits", "Prompt tokens found in the CPU offload tier (copied back).",
+                      getattr(s.cache, "offload_hit_tokens", 0))
         yield counter("num_preemptions", "Requests preempted (their KV freed, recomputed later).", s.num_preemptions)
         yield counter("prompt_tokens", "Prompt tokens of the requests that started.", s.num_prompt_tokens)
 

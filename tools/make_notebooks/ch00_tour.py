@@ -29,7 +29,7 @@ CELLS = [
     | 04 | `04_radix_tree.ipynb` | match with split, insert, lock, LRU leaf eviction (SGLang-style) | ready |
     | 05 | `05_scheduling.ipynb` | fill a step's token budget, preempt and roll back, longest-prefix-match order, Belady's optimum (continuous batching, chunked prefill, cache-aware scheduling) | ready |
     | 06 | `06_triton_attention.ipynb` | Triton paged attention: the block-table gather, the online-softmax decode loop, the prefix/causal mask (interpreter on CPU) | ready |
-    | 07 | the whole engine | serve, measure TTFT and throughput, run it on your own parts | coming |
+    | 07 | `07_serving.ipynb` | the server seen from outside: a streaming detokenizer with stop strings, TTFT/TPOT/ITL percentiles, cached tokens over HTTP with your radix tree behind the server, hit rate from `/metrics` | ready |
     | 08 | security & beyond | timing side channels and cache salt, a CPU tier, moving on to vLLM / SGLang | coming |
 
     Each chapter follows the same path: the idea with a small example you can change, a measurement

@@ -15,9 +15,11 @@ from minikv.errors import InvalidRequestError
 from minikv.prefix.base import CacheStats, Match, as_block_ids, as_token_ids
 from minikv.prefix.ghost import GhostList, block_keys, check_hit, classify
 from minikv.prefix.ledger import BlockLedger, whole_number
+from minikv.prefix.offload import OffloadTier, check_offload
 from minikv.prefix.policies import EvictionPolicy, bind_policy, resolve_policy
 from minikv.prefix.radix.inspection import RadixInspection
 from minikv.prefix.radix.node import InsertResult, RadixNode, make_namespace
+from minikv.prefix.radix.offload import RadixOffload
 from minikv.prefix.radix.tree import RadixTree
 from minikv.prefix.report import MissReport
 
@@ -36,7 +38,7 @@ def _check_page_size(page_size: object, block_size: int) -> int:
     return page
 
 
-class RadixCache(RadixTree, RadixInspection):
+class RadixCache(RadixTree, RadixInspection, RadixOffload):
     """A :class:`~minikv.prefix.PrefixCache` over one radix tree per salt (SGLang style).
 
     Owns blocks ``0 .. num_blocks - 1``: each is *free*, *held* by a running
@@ -51,6 +53,10 @@ class RadixCache(RadixTree, RadixInspection):
 
     ``match`` and ``insert`` also take ``extra_keys`` (e.g. ``(("lora", 3),)``),
     like :class:`~minikv.prefix.BlockHashCache`: they select the tree.
+
+    ``offload``: an :class:`~minikv.prefix.offload.OffloadTier`: evicted full
+    blocks are copied to host memory and a later hit copies them back
+    (:mod:`minikv.prefix.radix.offload`); ``stats().offload_hit_tokens``.
     """
 
     def __init__(
@@ -61,9 +67,12 @@ class RadixCache(RadixTree, RadixInspection):
         policy: str | EvictionPolicy = "lru",
         partial_copy: bool = True,
         ghost_size: int | None = None,
+        *,
+        offload: OffloadTier | None = None,
     ) -> None:
         self._ledger = BlockLedger(num_blocks, block_size)
         self.num_blocks, self.block_size = self._ledger.num_blocks, self._ledger.block_size
+        self.offload = check_offload(offload, self.block_size)
         self.page_size = _check_page_size(page_size, self.block_size)
         if not isinstance(partial_copy, bool):
             raise InvalidRequestError(f"partial_copy must be True or False, got {partial_copy!r}")
@@ -91,6 +100,10 @@ class RadixCache(RadixTree, RadixInspection):
         self._hit_tokens = 0
         self._evictions = 0
         self._ghost.clear()
+        self._offload_hit_tokens = 0
+        self._spill = []
+        if self.offload is not None:
+            self.offload.reset()
 
     # ----------------------------------------------------------------- queries
 
@@ -132,6 +145,7 @@ class RadixCache(RadixTree, RadixInspection):
             query_tokens=self._query_tokens,
             hit_tokens=self._hit_tokens,
             evictions=self._evictions,
+            **self._offload_fields(),
         )
 
     def peek(
@@ -159,14 +173,19 @@ class RadixCache(RadixTree, RadixInspection):
         0
         """
         tokens = as_token_ids(token_ids)
-        root = self._roots.get(make_namespace(salt, extra_keys))
-        if root is None or len(tokens) < 2:
+        ns = make_namespace(salt, extra_keys)
+        root = self._roots.get(ns)
+        if len(tokens) < 2:
             return 0
         bs = self.block_size
-        _, length, _ = self._walk(root, tokens, len(tokens) - 1)  # the last-token rule
+        length = 0 if root is None else self._walk(root, tokens, len(tokens) - 1)[1]  # the last-token rule
         if length % bs and not self.partial_copy:
             length -= length % bs
-        if length % bs and self.num_allocatable <= self._evictable_on_path(root, tokens, length):
+        budget = self.num_allocatable - (self._evictable_on_path(root, tokens, length) if length else 0)
+        run = self._tier_run(tokens, ns, length // bs, budget, memo=True)
+        if run:
+            return (length // bs + len(run)) * bs
+        if length % bs and budget <= 0:
             length -= length % bs  # match could not get the copy's fresh block
         return length
 
@@ -201,7 +220,9 @@ class RadixCache(RadixTree, RadixInspection):
         block and stamps the path's access time and hit count. A partial last
         block comes as a fresh block plus ``copy_from_block``/``copy_tokens``
         (see the package docstring); if no block can be had for it, the hit is
-        cut to whole blocks. Never raises :class:`KVCacheFull`.
+        cut to whole blocks. With an offload tier the hit goes on there, in
+        full blocks copied back into fresh ones (:mod:`minikv.prefix.radix.offload`);
+        a tier block then replaces a partial last block. Never raises :class:`KVCacheFull`.
         """
         tokens = as_token_ids(token_ids)
         ns = make_namespace(salt, extra_keys)
@@ -210,18 +231,31 @@ class RadixCache(RadixTree, RadixInspection):
         if self._observe is not None:
             self._observe(tokens, salt, extra_keys)
         root = self._roots.get(ns)
-        if root is None or len(tokens) < 2:
+        if len(tokens) < 2:
             return Match((), 0)
         bs = self.block_size
-        _, length, _ = self._walk(root, tokens, len(tokens) - 1)  # the last-token rule
+        length = 0 if root is None else self._walk(root, tokens, len(tokens) - 1)[1]  # the last-token rule
         if length % bs and not self.partial_copy:
             length -= length % bs
-        if length == 0:
+        run = []
+        if self.offload is not None:  # the tier may go on where the tree stops (as many as can be copied back)
+            budget = self.num_allocatable - (self._evictable_on_path(root, tokens, length) if length else 0)
+            run = self._tier_run(tokens, ns, length // bs, budget)
+        if length == 0 and not run:
             return Match((), 0)
-        path, by_range = self._match_path(root, tokens, length)
+        path, by_range = self._match_path(root, tokens, length) if length else ([], [])
         full = by_range[: length // bs]
         self._ledger.hold(full)
         self._lock_blocks(full, +1)
+        if run:
+            try:
+                fresh = self._load_run(ns, tokens, full, run)
+            except BaseException:
+                self.release(full)
+                raise
+            hit = (len(full) + len(fresh)) * bs
+            self._hit_tokens += hit
+            return Match((*full, *fresh), hit)
         rest = length % bs
         if rest:
             src, end_node = by_range[-1], path[-1]
@@ -294,7 +328,10 @@ class RadixCache(RadixTree, RadixInspection):
                 self._unpin(b)
         if n == 0:
             return InsertResult(0, 0, 0)
-        return self._insert_tokens(ns, tokens, n, ids)
+        result = self._insert_tokens(ns, tokens, n, ids)
+        if result.new_blocks and self.offload is not None:  # cached in the pool again: out of the tier
+            self._drop_from_tier(self._deepest[ids[(n - 1) // bs]])
+        return result
 
     def release(self, block_ids: Sequence[int]) -> None:
         """Drop one reference on each block (tail first); this unlocks their paths in the tree.
@@ -316,7 +353,10 @@ class RadixCache(RadixTree, RadixInspection):
 
     def evict(self, n: int) -> int:
         """Free up to ``n`` cached blocks of unlocked leaves, by policy order; returns how many."""
-        return self._evict(min(max(n, 0), self._num_evictable))
+        done = self._evict(min(max(n, 0), self._num_evictable))
+        if self.offload is not None:
+            self._flush_spill()
+        return done
 
     def explain_miss(
         self,

@@ -46,6 +46,8 @@ class RadixLocks:
     _evictions: int
     _ghost: GhostList  # keys of recently evicted full blocks (for explain_miss)
     _generation: int  # the policy's generation the heap is ordered for
+    _spill_blocks: Any  # (node, first block range, blocks) -> None: queue evicted blocks for the offload tier
+    _flush_spill: Any  # () -> None: copy them there (minikv.prefix.radix.offload)
 
     def nodes(self) -> Iterator[RadixNode]:
         """Every node of every tree, parents before children (roots not included)."""
@@ -218,6 +220,7 @@ class RadixLocks:
         bs = self.block_size
         kept = self._remember(node, node.start // bs + len(node.block_ids) - k)
         dropped = node.block_ids[-k:]
+        self._spill_blocks(node, node.start // bs + len(node.block_ids) - k, dropped)
         node.block_ids = node.block_ids[:-k]
         end = (node.start // bs + len(node.block_ids)) * bs
         node.tokens = node.tokens[: end - node.start]
@@ -231,6 +234,7 @@ class RadixLocks:
         assert parent is not None
         self._remember(node, node.start // self.block_size)  # a shared first block loses its tail too
         del parent.children[node.tokens[: self.page_size]]
+        self._spill_blocks(node, node.start // self.block_size + node.shares_first_block, node.owned_blocks)
         self._free_cached(node.owned_blocks)
         if node.shares_first_block:
             holder = holder_above(parent, node.block_ids[0])
@@ -254,6 +258,7 @@ class RadixLocks:
         n = led.require(n, led.num_free + self._num_evictable, "running requests or their cached prefixes")
         if led.num_free < n:
             self._evict(n - led.num_free)
+            self._flush_spill()
         return led.take(n)
 
 

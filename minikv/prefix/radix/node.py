@@ -40,7 +40,7 @@ class RadixNode:
 
     __slots__ = (
         "id", "tokens", "start", "block_ids", "shares_first_block", "parent", "children",
-        "lock_ref", "last_access", "hit_count", "alive", "namespace", "ghost_key",
+        "lock_ref", "last_access", "hit_count", "alive", "namespace", "ghost_key", "offload_key",
     )  # fmt: skip
 
     def __init__(
@@ -67,6 +67,9 @@ class RadixNode:
         # Salt-free key of the path's full blocks up to ``end // block_size`` (minikv.prefix.ghost),
         # filled in when first needed; None again whenever ``end`` moves (a trim).
         self.ghost_key: int | None = None
+        # ``(end // block_size, sha256 chain key of the path's full blocks)`` for the offload tier
+        # (minikv.prefix.radix.offload), filled in when first needed; stale once ``end // block_size`` moves.
+        self.offload_key: tuple[int, bytes] | None = None
 
     @property
     def end(self) -> int:
