@@ -16,10 +16,10 @@ CASES = {
     "prefix": ("minikv.bench.prefix", "prefix cache bookkeeping us/token and hit rate vs ideal: hash vs radix"),
     "evict": ("minikv.bench.evict", "eviction policies (LRU, LFU, SLRU, shallow, duel) vs Belady's optimum, no model"),
     "offload": ("minikv.bench.offload", "CPU offload tier: multi-turn hit rate with and without it, recompute vs copy-back per block"),
-    "leak": ("minikv.bench.leak", "timing side channel: attack AUC vs prefix length, secret recovery, salts, LPM order"),
-    "collisions": ("minikv.bench.collisions", "truncated block hashes on a long trace: wrong hits and tokens vs sha256, verify"),
     "serve": ("minikv.bench.serve", "any OpenAI-compatible server (minikv, vLLM, SGLang): TTFT, TPOT, throughput, cached tokens"),
     "serve-overhead": ("minikv.bench.serve_overhead", "minikv serve vs the offline engine on the same requests: tokens/s"),
+    "leak": ("minikv.bench.leak", "timing side channel: attack AUC vs prefix length, secret recovery, salts, LPM order"),
+    "collisions": ("minikv.bench.collisions", "truncated block hashes on a long trace: wrong hits and tokens vs sha256, verify"),
     "attention": ("minikv.bench.attention", "GPU: paged decode / prefill attention, Triton vs PyTorch, GB/s and % of peak"),
 }
 
