@@ -5,7 +5,8 @@ runs the same requests two ways, one after the other, ``--repeats`` times:
 
 - offline: every prompt added at once, ``step`` until done (what
   ``LLM.generate`` does); at most ``--concurrency`` run at a time. The loop
-  runs in a thread of its own, as the server's engine loop does: torch's
+  runs in a thread of its own, as ``ServerThread`` runs its engine loop (``minikv serve`` runs it in the main
+  thread instead; see docs/benchmarks.md): torch's
   CPU kernels do not run at the same speed in the main thread and in
   another one (on a loaded 2-core machine, a 512x64 by 64x64 matmul with
   torch's 2 threads ran 4x to 60x slower in the main thread than in a

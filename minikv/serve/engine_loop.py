@@ -76,9 +76,26 @@ class EngineLoop:
 
     # ---- the engine thread ----------------------------------------------------------------------------
     def start(self) -> None:
+        """Step the engine in a background thread (what :class:`~minikv.serve.ServerThread` does)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="minikv-engine-loop", daemon=True)
             self._thread.start()
+
+    def run(self) -> None:
+        """Step the engine in the calling thread until :meth:`request_stop` (``minikv serve`` runs it in the main
+        thread: torch's CPU kernels ran about 30% slower in a second thread on the 2-core machine, see
+        docs/benchmarks.md); then abort what is left, as :meth:`stop` does."""
+        self._thread = threading.current_thread()
+        try:
+            self._run()
+        finally:
+            self._thread = None
+            self.stop()
+
+    def request_stop(self) -> None:
+        """Ask the loop to end after its current step (safe from a signal handler or another thread)."""
+        self._stopping.set()
+        self._wake.set()
 
     @property
     def alive(self) -> bool:
@@ -86,9 +103,8 @@ class EngineLoop:
 
     def stop(self, timeout: float = 30.0) -> None:
         """End the thread after its current step; every request still in flight is aborted and its blocks freed."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
+        self.request_stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             self._thread = None
         engine = self.engine

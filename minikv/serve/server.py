@@ -27,13 +27,16 @@ from minikv.serve.engine_loop import EngineLoop
 from minikv.serve.metrics import ServerMetrics
 
 
-def build_server(engine: LLMEngine, model_name: str, max_waiting: int = 256) -> OpenAIServer:
-    """The app over ``engine``: an :class:`EngineLoop` (started) with its metrics."""
+def build_server(engine: LLMEngine, model_name: str, max_waiting: int = 256,
+                 start_engine: bool = True) -> OpenAIServer:
+    """The app over ``engine``: an :class:`EngineLoop` (started in a thread unless ``start_engine=False``:
+    then the caller runs ``server.loop.run()``) with its metrics."""
     holder: dict[str, EngineLoop] = {}
     metrics = ServerMetrics(lambda: holder["loop"].snapshot, model_name)
     loop = EngineLoop(engine, max_waiting=max_waiting, on_outputs=metrics.observe)
     holder["loop"] = loop
-    loop.start()
+    if start_engine:
+        loop.start()
     return OpenAIServer(loop, model_name, metrics)
 
 
@@ -83,10 +86,12 @@ class ServerThread:
     def base_url(self) -> str:
         return self.url + "/v1"
 
-    def start(self, timeout: float = 60.0) -> "ServerThread":
+    def start(self, timeout: float = 60.0, start_engine: bool = True) -> "ServerThread":
+        """Listen and serve. ``start_engine=False``: the engine loop is not started; the caller runs
+        ``self.server.loop.run()`` in its own thread (``minikv serve`` does, in the main thread)."""
         self._sock = bind_socket(self.host, self._requested_port)
         self.port = self._sock.getsockname()[1]
-        self.server = build_server(self.engine, self.model_name, self.max_waiting)
+        self.server = build_server(self.engine, self.model_name, self.max_waiting, start_engine)
         config = uvicorn.Config(self.server.app, log_level=self.log_level, access_log=self.log_level == "debug",
                                 timeout_graceful_shutdown=5, lifespan="off")
         self._uvicorn = uvicorn.Server(config)
@@ -128,18 +133,17 @@ class ServerThread:
 
 
 def serve_forever(srv: ServerThread) -> None:
-    """Start ``srv``, print where it listens, and block until Ctrl-C or SIGTERM; then stop it."""
+    """Serve until Ctrl-C or SIGTERM, the engine loop in this (the main) thread and HTTP in another; then stop."""
     import signal
 
-    done = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
-    srv.start()
+    srv.start(start_engine=False)
+    loop = srv.server.loop
+    previous = signal.signal(signal.SIGTERM, lambda *_: loop.request_stop())
     logging.getLogger("minikv.serve").info("serving %s", srv.model_name)
     print(f"minikv serve: listening on {srv.url} (model {srv.model_name!r}; OpenAI base URL {srv.base_url})",
           flush=True)
     try:
-        while not done.is_set() and srv._thread is not None and srv._thread.is_alive():
-            done.wait(0.5)
+        loop.run()
     except KeyboardInterrupt:
         pass
     finally:
