@@ -40,3 +40,18 @@ def test_bench_cases_are_registered():
     from minikv.bench import CASES
 
     assert CASES["leak"][0] == "minikv.bench.leak" and CASES["collisions"][0] == "minikv.bench.collisions"
+
+
+def test_a_hash_that_collides_inside_one_chain_never_holds_a_block_twice():
+    """With every block hashing alike (the worst hash) and verify off, the engine serves wrong K/V but
+    never holds one block twice, never fails a release, and gives every block back."""
+    from minikv import LLM, SamplingParams
+
+    llm = LLM("tiny-llama", prefix_cache="hash", num_blocks=64,
+              prefix_cache_options={"hash_fn": lambda data: b"same", "verify": False})
+    for start in (10, 40, 70):
+        out = llm.generate({"prompt_token_ids": list(range(start, start + 70))}, SamplingParams(max_tokens=3))[0]
+        assert len(out.token_ids) == 3
+        assert out.num_cached_tokens <= 16  # the chain stops at its second block: the first one again
+    stats = llm.cache_stats()
+    assert stats.num_used == 0 and stats.collisions >= 2

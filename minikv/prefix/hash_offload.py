@@ -70,6 +70,7 @@ class HashOffloadMixin:
         tier, bs = self.offload, self.block_size
         budget = self.num_allocatable if tier is not None else 0
         out: list[tuple[_Entry, bool]] = []
+        seen: set[int] = set()
         parent_uid = 0
         for i, h in enumerate(hashes):
             entry, in_tier = self._by_hash.get(h), False
@@ -77,6 +78,11 @@ class HashOffloadMixin:
                 in_tier, entry = tier.get(h)
             if entry is None:
                 break
+            if id(entry) in seen:  # the chain came back to a block it already hit: a hash collision (one block
+                if count:          # cannot hold two positions); stop, or the hit would hold that block twice
+                    self._collisions += 1
+                break
+            seen.add(id(entry))
             if self.verify:
                 toks = tuple(tokens[i * bs : (i + 1) * bs])
                 if not entry.holds(parent_uid, toks, block_extra_keys(i, salt, extra_keys)):
