@@ -60,7 +60,7 @@ def run(argv: list[str]) -> int:
                      f"{c.wrong_tokens:,}", f"{c.requests_hurt:,}", f"{c.caught_at_insert:,}", f"{c.silent:,}",
                      f"{c.repeated_blocks:,}", f"{c.detected:,}", f"{c.expected:.3g}", f"{time.perf_counter() - t0:.0f}"])
     print_table(["hash", "verify", "hit rate", "wrong blocks", "wrong tokens", "requests hurt", "caught", "silent",
-                 "block twice", "verify misses", "C/2^b", "s"], rows)
+                 "block twice", "collisions seen", "C/2^b", "s"], rows)
     if args.engine_requests:
         _engine(args)
     return 0

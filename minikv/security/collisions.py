@@ -21,14 +21,15 @@ prefix, so it counts:
 - ``wrong_blocks`` / ``wrong_tokens``: hit blocks (and their tokens) whose
   K/V belong to another prefix; ``requests_hurt``: requests with any;
 - ``caught_at_insert``: of those requests, how many ``insert`` then refused
-  (minikv checks that a block it already caches holds the tokens it is
-  given; in the engine the step fails and its requests are aborted);
-  ``silent``: the rest, whose wrong K/V went unnoticed (a colliding block
-  with the same tokens after another prefix, or a poisoned block);
-- ``repeated_blocks``: requests whose hit listed one block twice (a wrong
-  hit can lead the walk back to a block it already took: the block table
-  then names one block for two places);
-- ``detected``: collisions ``verify`` turned into misses (``stats().collisions``);
+  (it refuses a block table whose blocks do not hold the tokens given,
+  unless the block was hit by the same, colliding, hash: so a collision is
+  not refused, and this stays 0 unless the cache is misused);
+  ``silent``: the requests whose wrong K/V went unnoticed;
+- ``repeated_blocks``: requests whose hit listed one block twice (the walk
+  now stops where a wrong hit leads it back to a block it already took, so 0);
+- ``detected``: collisions the cache saw (``stats().collisions``): with
+  ``verify``, hits turned into misses; without it, walks that came back to a
+  block and colliding hits that ``insert`` left alone;
 - ``expected``: the arithmetic ``sum(C / 2**b)`` over the lookups that
   missed, for comparison.
 """
