@@ -10,6 +10,7 @@ from typing import Any
 from minikv.errors import UnsupportedModelError
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
+SUPPORTED_ACTIVATIONS = ("silu", "swish")  # transformers' names for the SwiGLU gate minikv computes
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,12 @@ class ModelConfig:
             )
         if model_type == "qwen2" and cfg.get("use_sliding_window", False):
             raise UnsupportedModelError("Qwen2 with use_sliding_window=true is not supported; minikv attends over the full context")
+        act = cfg.get("hidden_act", "silu")
+        if act not in SUPPORTED_ACTIVATIONS:
+            raise UnsupportedModelError(
+                f"hidden_act {act!r} is not supported; minikv's MLP is SwiGLU with SiLU "
+                f"(hidden_act {' or '.join(map(repr, SUPPORTED_ACTIVATIONS))}), so it would compute another model"
+            )
         num_heads = cfg["num_attention_heads"]
         hidden = cfg["hidden_size"]
         head_dim = cfg.get("head_dim") or hidden // num_heads

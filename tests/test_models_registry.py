@@ -36,6 +36,24 @@ def test_unsupported_rope_scaling() -> None:
         ModelConfig.from_dict(cfg)
 
 
+@pytest.mark.parametrize("act", ["gelu", "relu", "gelu_pytorch_tanh"])
+def test_unsupported_activation_is_refused(act: str) -> None:
+    # LlamaConfig accepts any hidden_act; minikv's MLP is SiLU-gated, so another one would compute a different model
+    cfg = dict(model_type="llama", vocab_size=10, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+               num_attention_heads=2, hidden_act=act)
+    with pytest.raises(UnsupportedModelError, match=f"hidden_act '{act}'"):
+        ModelConfig.from_dict(cfg)
+
+
+@pytest.mark.parametrize("act", ["silu", "swish", None])
+def test_silu_activation_is_accepted(act) -> None:
+    cfg = dict(model_type="qwen2", vocab_size=10, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+               num_attention_heads=2)
+    if act is not None:
+        cfg["hidden_act"] = act
+    assert ModelConfig.from_dict(cfg).num_heads == 2
+
+
 def test_bad_tiny_override() -> None:
     with pytest.raises(ModelNotFoundError, match="heads"):
         parse_tiny_name("tiny-llama:nonsense=3")
