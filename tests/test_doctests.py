@@ -18,6 +18,7 @@ MODULES = [
     "minikv.prefix.hashing",
     "minikv.prefix.offload",
     "minikv.prefix.radix.cache",
+    "minikv.prefix.radix.queries",
     "minikv.workloads",
     "minikv.workloads.arrivals",
     "minikv.workloads.belady",

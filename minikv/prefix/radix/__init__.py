@@ -89,8 +89,10 @@ the copy when ``Match.copy_from_block`` is set.
 :mod:`.locks` (the shared state; lock propagation, copy pins, the eviction
 heap, trimming and removing leaves: invariants 3, 4, 6 and 7),
 :mod:`.tree` (walk, split, new leaves, longest prefix: invariants 1 and 2),
+:mod:`.queries` (counts, ``stats``, ``peek``, ``explain_miss``: read-only),
 :mod:`.inspection` (``check_invariants``, ``to_dict``, ``render``,
-``to_dot``) and :mod:`.cache` (the :class:`~minikv.prefix.PrefixCache` API,
+``to_dot``), :mod:`.offload` (the host tier: keys, spill, copy-back) and
+:mod:`.cache` (the operations of the :class:`~minikv.prefix.PrefixCache` API,
 on the block ledger of :mod:`minikv.prefix.ledger`: invariant 5).
 """
 

@@ -1,9 +1,11 @@
 """The radix cache's public face: the :class:`~minikv.prefix.PrefixCache` API over the tree.
 
-The top layer of :mod:`minikv.prefix.radix`: ``match``, ``allocate``,
-``insert``, ``release``, ``evict``, ``reset`` and the counters. It checks its
-arguments, takes and drops block references in the ledger, and leaves the
-tree's shape to :mod:`.tree` and the lock counts to :mod:`.locks`.
+The top layer of :mod:`minikv.prefix.radix`: the operations ``match``,
+``allocate``, ``insert``, ``release``, ``evict`` and ``reset``. It checks
+their arguments, takes and drops block references in the ledger, and leaves
+the tree's shape to :mod:`.tree`, the lock counts to :mod:`.locks`, the
+read-only queries (``stats``, ``peek``, ``explain_miss``) to :mod:`.queries`
+and the host tier to :mod:`.offload`.
 """
 
 from __future__ import annotations
@@ -12,16 +14,15 @@ import itertools
 from collections.abc import Hashable, Sequence
 
 from minikv.errors import InvalidRequestError
-from minikv.prefix.base import CacheStats, Match, as_block_ids, as_token_ids
-from minikv.prefix.ghost import GhostList, block_keys, check_hit, classify
+from minikv.prefix.base import Match, as_block_ids, as_token_ids
+from minikv.prefix.ghost import GhostList
 from minikv.prefix.ledger import BlockLedger, whole_number
 from minikv.prefix.offload import OffloadTier, check_offload
 from minikv.prefix.policies import EvictionPolicy, bind_policy, resolve_policy
 from minikv.prefix.radix.inspection import RadixInspection
-from minikv.prefix.radix.node import InsertResult, RadixNode, make_namespace
+from minikv.prefix.radix.node import InsertResult, make_namespace
 from minikv.prefix.radix.offload import RadixOffload
-from minikv.prefix.radix.tree import RadixTree
-from minikv.prefix.report import MissReport
+from minikv.prefix.radix.queries import RadixQueries
 
 
 def _check_page_size(page_size: object, block_size: int) -> int:
@@ -38,7 +39,7 @@ def _check_page_size(page_size: object, block_size: int) -> int:
     return page
 
 
-class RadixCache(RadixTree, RadixInspection, RadixOffload):
+class RadixCache(RadixQueries, RadixInspection, RadixOffload):
     """A :class:`~minikv.prefix.PrefixCache` over one radix tree per salt (SGLang style).
 
     Owns blocks ``0 .. num_blocks - 1``: each is *free*, *held* by a running
@@ -57,6 +58,20 @@ class RadixCache(RadixTree, RadixInspection, RadixOffload):
     ``offload``: an :class:`~minikv.prefix.offload.OffloadTier`: evicted full
     blocks are copied to host memory and a later hit copies them back
     (:mod:`minikv.prefix.radix.offload`); ``stats().offload_hit_tokens``.
+
+    One request's cycle (``match`` -> ``allocate`` the rest -> run ->
+    ``insert`` -> ``release``); the second request hits the first's prefix:
+
+    >>> c = RadixCache(4, 2)
+    >>> m = c.match([1, 2, 3, 4, 5])
+    >>> ids = [*m.block_ids, *c.allocate(3)]
+    >>> c.insert([1, 2, 3, 4, 5], ids), c.release(ids)
+    (2, None)
+    >>> m = c.match([1, 2, 3, 4, 9])
+    >>> m.num_cached_tokens, m.block_ids == tuple(ids[:2])
+    (4, True)
+    >>> c.release(m.block_ids); c.stats().hit_tokens
+    4
     """
 
     def __init__(
@@ -104,106 +119,6 @@ class RadixCache(RadixTree, RadixInspection, RadixOffload):
         self._spill = []
         if self.offload is not None:
             self.offload.reset()
-
-    # ----------------------------------------------------------------- queries
-
-    @property
-    def num_allocatable(self) -> int:
-        return self._ledger.num_free + self._num_evictable
-
-    @property
-    def num_nodes(self) -> int:
-        """Nodes in all trees, roots not counted."""
-        return self._num_nodes
-
-    def ref_count(self, block_id: int) -> int:
-        """References running requests hold on the block (copy pins not counted)."""
-        return self._ledger.ref_count(block_id)
-
-    def is_cached(self, block_id: int) -> bool:
-        return block_id in self._deepest
-
-    def free_blocks(self) -> list[int]:
-        """Free blocks, the next one ``allocate`` takes first."""
-        return self._ledger.free_ids()
-
-    def stats(self) -> CacheStats:
-        """Counters as :class:`~minikv.prefix.CacheStats`.
-
-        ``num_used`` counts what ``allocate`` cannot take: blocks held by
-        requests, plus cached blocks whose subtree is locked.
-        """
-        free, evictable = self._ledger.num_free, self._num_evictable
-        return CacheStats(
-            num_blocks=self.num_blocks,
-            block_size=self.block_size,
-            num_used=self.num_blocks - free - evictable,
-            num_evictable=evictable,
-            num_free=free,
-            num_cached=len(self._deepest),
-            requests=self._requests,
-            query_tokens=self._query_tokens,
-            hit_tokens=self._hit_tokens,
-            evictions=self._evictions,
-            **self._offload_fields(),
-        )
-
-    def peek(
-        self,
-        token_ids: Sequence[int],
-        salt: str | None = None,
-        *,
-        extra_keys: Sequence[Hashable] = (),
-    ) -> int:
-        """The ``num_cached_tokens`` that :meth:`match` would return now; changes nothing.
-
-        Same rules as ``match``: whole pages, the last token never hits, one
-        tree per salt, and a partial last block (``page_size < block_size``)
-        only with ``partial_copy`` and only when ``match`` could get the
-        fresh block to copy it into (else the hit is cut to whole blocks).
-        Nothing is split, locked, stamped or counted: the eviction order, the
-        clock, hit counts and ``stats()`` stay as they were.
-
-        >>> c = RadixCache(4, 2, page_size=1)
-        >>> c.insert([1, 2, 3], c.allocate(2))
-        2
-        >>> c.peek([1, 2, 3, 9]), c.peek([1, 2, 3]), c.peek([1, 2, 3, 9], salt="x")
-        (3, 2, 0)
-        >>> c.stats().requests
-        0
-        """
-        tokens = as_token_ids(token_ids)
-        ns = make_namespace(salt, extra_keys)
-        root = self._roots.get(ns)
-        if len(tokens) < 2:
-            return 0
-        bs = self.block_size
-        length = 0 if root is None else self._walk(root, tokens, len(tokens) - 1)[1]  # the last-token rule
-        if length % bs and not self.partial_copy:
-            length -= length % bs
-        budget = self.num_allocatable - (self._evictable_on_path(root, tokens, length) if length else 0)
-        run = self._tier_run(tokens, ns, length // bs, budget, memo=True)
-        if run:
-            return (length // bs + len(run)) * bs
-        if length % bs and budget <= 0:
-            length -= length % bs  # match could not get the copy's fresh block
-        return length
-
-    def _evictable_on_path(self, root: RadixNode, tokens: list[int], length: int) -> int:
-        """Evictable blocks that ``match`` would lock on the path of ``tokens[:length]``.
-
-        ``match`` locks every node of that path (the edge it ends in split
-        first), so each one still unlocked stops being evictable: all its
-        owned blocks, and of a split edge the blocks its upper part would own.
-        """
-        path, _, edge = self._walk(root, tokens, length)
-        lost = sum(node.num_owned for node in path if node.lock_ref == 0)
-        if edge is not None and edge[0].lock_ref == 0:
-            node, k = edge
-            bs = self.block_size
-            upper_blocks = (node.start + k - 1) // bs - node.start // bs + 1
-            lost += upper_blocks - node.shares_first_block
-        return lost
 
     # -------------------------------------------------------------- operations
 
@@ -357,44 +272,6 @@ class RadixCache(RadixTree, RadixInspection, RadixOffload):
         if self.offload is not None:
             self._flush_spill()
         return done
-
-    def explain_miss(
-        self,
-        token_ids: Sequence[int],
-        salt: str | None = None,
-        num_cached_tokens: int = 0,
-        *,
-        extra_keys: Sequence[Hashable] = (),
-    ) -> MissReport:
-        """Why the prompt missed where it did (:class:`~minikv.prefix.report.MissReport`).
-
-        ``num_cached_tokens``: what ``match`` gave it. Past the longest prefix
-        the tree holds (token-exact), a block is ``evicted`` if the ghost list
-        remembers it under this salt, ``other_salt`` if it is remembered
-        under, or its first token is held by, the tree of another salt (same
-        extra keys), ``never_seen`` otherwise. Takes no locks, splits nothing,
-        changes no statistics or access times.
-        """
-        tokens = as_token_ids(token_ids)
-        n, bs = len(tokens), self.block_size
-        hit = check_hit(n, num_cached_tokens)
-        held = self.longest_prefix(tokens, salt, extra_keys=extra_keys)
-        keys = block_keys(tokens, bs, n // bs, extra_keys)
-        extra = tuple(extra_keys)
-        other = max(
-            (self.longest_prefix(tokens, s, extra_keys=extra) for s, e in self._roots if e == extra and s != salt),
-            default=0,
-        )
-
-        def status(i: int) -> str:
-            key = keys[i] if i < len(keys) else None
-            if key is not None and self._ghost.has(key, salt):
-                return "evicted"
-            if other > i * bs or (key is not None and self._ghost.other_salt(key, salt)):
-                return "other_salt"
-            return "never_seen"
-
-        return classify(n, hit, held, self.page_size, bs, status)
 
     def reset(self) -> None:
         """Forget every tree, restore the free list to ``0 .. n-1`` and zero the counters.
