@@ -1,5 +1,6 @@
 """Checks of a ``prefix_cache`` option before any work: a known kind, a factory whose signature takes the
-options, or a built object with what the engine calls (:class:`~minikv.prefix.PrefixCache`).
+options, or a built object with what the engine calls (:class:`~minikv.prefix.PrefixCache`); and of a
+``cpu_offload_cls`` tier factory (:func:`check_tier_factory`, :func:`check_built_tier`).
 
 :class:`~minikv.engine.config.EngineConfig` runs :func:`check_cache_options`;
 :class:`~minikv.engine.parts.EngineParts` runs :func:`check_cache_size` once the pool exists.
@@ -13,6 +14,7 @@ from typing import Any, Callable
 
 from minikv.errors import InvalidRequestError, MinikvError
 from minikv.prefix import PREFIX_CACHE_KINDS
+from minikv.prefix.offload import TIER_METHODS, OffloadTier, tier_lacks
 from minikv.validation import check_int, describe
 
 PREFIX_CACHES = tuple(PREFIX_CACHE_KINDS)  # "none", "hash", "radix"
@@ -114,6 +116,45 @@ def check_cache_size(cache: Any, num_blocks: int, block_size: int) -> None:
             f"the prefix cache manages {cache.num_blocks} blocks of {cache.block_size} tokens, but the KV pool "
             f"has {num_blocks} blocks of {block_size}; build it with (num_blocks={num_blocks}, "
             f"block_size={block_size})")
+
+
+def check_tier_factory(factory: Any) -> None:
+    """``cpu_offload_cls`` is a class or function callable as ``factory(kv_pool, num_blocks)``, not a built tier.
+
+    A class that is no :class:`~minikv.prefix.offload.OffloadTier` subclass must have the tier's methods;
+    a function's product is checked once built (:func:`check_built_tier`).
+    """
+    name = getattr(factory, "__name__", type(factory).__name__)
+    if not callable(factory) or (not isinstance(factory, type) and hasattr(factory, "store")):
+        built = " (a tier already built: the engine builds it over its own KV pool)" if hasattr(factory, "store") else ""
+        raise InvalidRequestError(f"cpu_offload_cls must be a tier class or a factory (kv_pool, num_blocks) -> tier, "
+                                  f"got {describe(factory)}{built}; pass the class, e.g. cpu_offload_cls=HostTier")
+    if isinstance(factory, type) and not issubclass(factory, OffloadTier):
+        missing = tier_lacks(factory)
+        if missing:
+            raise InvalidRequestError(f"cpu_offload_cls={name} lacks {', '.join(map(repr, missing))}; a tier needs "
+                                      f"{', '.join(TIER_METHODS)} (subclass minikv.prefix.offload.OffloadTier to "
+                                      "inherit them)")
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check before calling it
+        return
+    try:
+        sig.bind(object(), 1)
+    except TypeError as e:
+        raise InvalidRequestError(f"cpu_offload_cls={name} cannot be called as cpu_offload_cls(kv_pool, "
+                                  f"num_blocks) ({e}); make it take the pool and the tier's size in blocks") from None
+
+
+def check_built_tier(factory: Any, tier: Any) -> Any:
+    """What ``cpu_offload_cls`` built: a tier with the methods the caches call."""
+    missing = [] if isinstance(tier, OffloadTier) else tier_lacks(tier)
+    if missing:
+        name = getattr(factory, "__name__", type(factory).__name__)
+        raise InvalidRequestError(f"cpu_offload_cls={name} built {describe(tier)}, which lacks "
+                                  f"{', '.join(map(repr, missing))}; a tier needs {', '.join(TIER_METHODS)} and "
+                                  "block_size (subclass minikv.prefix.offload.OffloadTier to inherit them)")
+    return tier
 
 
 def _has(obj: Any, name: str) -> bool:

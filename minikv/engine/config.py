@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from minikv.engine.cache_checks import (  # noqa: F401 - re-exported: they were defined here
-    PREFIX_CACHES, check_cache_interface, check_cache_options, check_cache_size, is_cache_factory)
+    PREFIX_CACHES, check_built_tier, check_cache_interface, check_cache_options, check_cache_size,
+    check_tier_factory, is_cache_factory)
 from minikv.errors import InvalidRequestError
 from minikv.models import DEFAULT_MODEL
 from minikv.validation import check_bool, check_int, check_optional_int, check_seed, describe
@@ -123,13 +124,21 @@ class EngineConfig:
     """The same tier sized in GiB of host memory (``2**30`` bytes; vLLM calls its KV tier's size
     ``kv_offloading_size``, and its own ``cpu_offload_gb`` offloads weights). Default: no tier."""
 
+    cpu_offload_cls: Any = None
+    """Chapter 08: your tier class (or any factory) in place of :class:`~minikv.prefix.offload.OffloadTier`,
+    called as ``cpu_offload_cls(kv_pool, num_blocks)`` with the engine's pool and the size that
+    ``cpu_offload_blocks`` / ``cpu_offload_gb`` gives (one of them is needed). What it builds must have the
+    methods the caches call (:data:`~minikv.prefix.offload.TIER_METHODS`; a subclass of ``OffloadTier`` has
+    them). Default: minikv's ``OffloadTier``."""
+
     def __post_init__(self) -> None:
         self.kv_layout = self._check_kv_layout()
         self.block_size = check_int("block_size", self.block_size, 1, expected="a positive int",
                                     hint="give tokens per KV block, e.g. 16")
         if isinstance(self.prefix_cache_options, dict) and "offload" in self.prefix_cache_options:
             raise InvalidRequestError("the engine builds the offload tier over its own KV pool: give cpu_offload_blocks "
-                                      "or cpu_offload_gb instead of prefix_cache_options['offload']")
+                                      "or cpu_offload_gb (and cpu_offload_cls for your own tier class) instead of "
+                                      "prefix_cache_options['offload']")
         self.prefix_cache_options = check_cache_options(self.prefix_cache, self.prefix_cache_options, self.block_size)
         if self.num_blocks is not None and self.kv_cache_memory is not None:
             raise InvalidRequestError("give num_blocks or kv_cache_memory, not both")
@@ -200,7 +209,8 @@ class EngineConfig:
 
 
 def check_offload_options(c: EngineConfig) -> None:
-    """``cpu_offload_blocks`` / ``cpu_offload_gb``: one of them, a positive size, on a built-in prefix cache."""
+    """``cpu_offload_blocks`` / ``cpu_offload_gb``: one of them, a positive size, on a built-in prefix cache;
+    ``cpu_offload_cls`` only with one of them, and a tier factory (:func:`~minikv.engine.cache_checks.check_tier_factory`)."""
     if c.cpu_offload_blocks is not None and c.cpu_offload_gb is not None:
         raise InvalidRequestError("give cpu_offload_blocks or cpu_offload_gb, not both (one sizes the tier in "
                                   "blocks, the other in GiB of host memory)")
@@ -213,6 +223,11 @@ def check_offload_options(c: EngineConfig) -> None:
             raise InvalidRequestError(f"cpu_offload_gb must be a positive number of GiB (e.g. 4 or 0.5), got "
                                       f"{describe(gb)}; or None for no tier")
         c.cpu_offload_gb = float(gb)
+    if c.cpu_offload_cls is not None:
+        if not c.offload:
+            raise InvalidRequestError("cpu_offload_cls builds the tier that cpu_offload_blocks or cpu_offload_gb sizes, "
+                                      "but neither is given; add one (e.g. cpu_offload_blocks=4096), or drop cpu_offload_cls")
+        check_tier_factory(c.cpu_offload_cls)
     if not c.offload:
         return
     what = "cpu_offload_blocks" if c.cpu_offload_blocks is not None else "cpu_offload_gb"

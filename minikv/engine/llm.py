@@ -92,6 +92,8 @@ class LLM:
     ``cpu_offload_blocks`` / ``cpu_offload_gb``: a second prefix-cache level in host memory
     (hash or radix cache): evicted blocks are copied there and copied back on a later hit instead
     of being recomputed (``llm.offload_tier``; ``cache_stats().offload_hit_tokens``).
+    ``cpu_offload_cls``: your tier class in place of :class:`~minikv.prefix.offload.OffloadTier`
+    (chapter 08), built as ``cpu_offload_cls(llm.kv_pool, num_blocks)`` at the size those two give.
     ``attention``: the paged layout's kernels, ``"torch"``, ``"triton"`` (in
     place through the block tables; on the CPU, Triton's interpreter: slow) or
     ``"auto"`` (Triton on CUDA, torch on the CPU); ``llm.attention`` says which.
@@ -136,6 +138,7 @@ class LLM:
         enforce_eager: bool = False,
         cpu_offload_blocks: int | None = None,
         cpu_offload_gb: float | None = None,
+        cpu_offload_cls: Callable[..., Any] | None = None,
     ) -> None:
         prefix_cache = vllm_prefix_cache(prefix_cache, enable_prefix_caching)
         self.llm_engine = LLMEngine(
@@ -146,7 +149,7 @@ class LLM:
             seed=seed, max_model_len=max_model_len, kv_layout=kv_layout, block_size=block_size, num_blocks=num_blocks,
             kv_cache_memory=kv_cache_memory, kv_cache_cls=kv_cache_cls, decode_attention=decode_attention,
             paged_decode_attention=paged_decode_attention, attention=attention, enforce_eager=enforce_eager,
-            cpu_offload_blocks=cpu_offload_blocks, cpu_offload_gb=cpu_offload_gb)
+            cpu_offload_blocks=cpu_offload_blocks, cpu_offload_gb=cpu_offload_gb, cpu_offload_cls=cpu_offload_cls)
 
     def __getattr__(self, name: str) -> Any:  # model, tokenizer, kv_pool, cache, block_manager, ...
         if name == "llm_engine":

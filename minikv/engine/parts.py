@@ -16,7 +16,7 @@ import torch
 
 from minikv.config import ModelConfig
 from minikv.engine.block_manager import BlockManager
-from minikv.engine.config import EngineConfig, check_cache_size, is_cache_factory
+from minikv.engine.config import EngineConfig, check_built_tier, check_cache_size, is_cache_factory
 from minikv.engine.sequential import SequentialRunner
 from minikv.errors import InvalidRequestError
 from minikv.kv.contiguous import ContiguousKVCache
@@ -94,7 +94,9 @@ class EngineParts:
                 self.dtype, self.device, self.eos_ids, self.max_model_len)
 
     def _make_offload_tier(self, econf: EngineConfig) -> OffloadTier | None:
-        """The CPU offload tier over the pool's blocks (``cpu_offload_blocks`` or ``cpu_offload_gb``), or None."""
+        """The CPU offload tier over the pool's blocks (``cpu_offload_blocks`` or ``cpu_offload_gb``), or None.
+
+        ``cpu_offload_cls`` (checked by :class:`EngineConfig`) builds it in place of ``OffloadTier``."""
         if not econf.offload or self.kv_pool is None:
             return None
         per_block = self.kv_pool.bytes_per_block
@@ -105,7 +107,9 @@ class EngineParts:
                 raise InvalidRequestError(
                     f"cpu_offload_gb={econf.cpu_offload_gb} holds no KV block: one block of {self.block_size} tokens "
                     f"takes {per_block} bytes here; give at least {per_block / (1 << 30):.6f} GiB, or cpu_offload_blocks")
-        return OffloadTier(self.kv_pool, n)
+        if econf.cpu_offload_cls is None:
+            return OffloadTier(self.kv_pool, n)
+        return check_built_tier(econf.cpu_offload_cls, econf.cpu_offload_cls(self.kv_pool, n))
 
     def _make_prefix_cache(self, kind: PrefixCacheLike, options: dict[str, Any]) -> PrefixCache:
         """The prefix cache that owns the paged pool's blocks (``NoPrefixCache`` when caching is off)."""

@@ -238,21 +238,39 @@ class OffloadTier:
         return f"OffloadTier(num_blocks={self.num_blocks}, cached={len(self._index)}, block_size={self.block_size})"
 
 
+TIER_METHODS = ("get", "store", "checkout", "load", "checkin", "discard", "reset", "stats", "__contains__", "__len__")
+"""What the prefix caches call on a tier (with its ``block_size``); :class:`OffloadTier` has them all."""
+
+
+def tier_lacks(tier: object) -> list[str]:
+    """The names of :data:`TIER_METHODS` and ``block_size`` that ``tier`` (an object or a class) lacks."""
+    missing = [m for m in TIER_METHODS if not callable(getattr(tier, m, None))]
+    if isinstance(tier, type):
+        return missing
+    return missing + ([] if isinstance(getattr(tier, "block_size", None), int) else ["block_size"])
+
+
 def check_offload(offload: object, block_size: int) -> OffloadTier | None:
-    """A cache's ``offload=`` argument: None, or an :class:`OffloadTier` over blocks of ``block_size``."""
+    """A cache's ``offload=`` argument: None, or a tier over blocks of ``block_size``.
+
+    A tier is an :class:`OffloadTier` (a subclass of it, say) or any object with its methods
+    (:data:`TIER_METHODS`) and ``block_size``; what it lacks is named.
+    """
     if offload is None:
         return None
-    if not isinstance(offload, OffloadTier):
+    missing = [] if isinstance(offload, OffloadTier) else tier_lacks(offload)
+    if missing:
         raise InvalidRequestError(
-            f"offload must be an OffloadTier (minikv.prefix.offload) or None, got {type(offload).__name__}; "
-            f"with LLM, give cpu_offload_blocks= or cpu_offload_gb= instead"
+            f"offload must be an OffloadTier (minikv.prefix.offload), a subclass, or an object with its methods, "
+            f"or None; {type(offload).__name__} lacks {', '.join(map(repr, missing))}; "
+            f"with LLM, give cpu_offload_blocks= or cpu_offload_gb= (and cpu_offload_cls= for your own tier class)"
         )
-    if offload.block_size != block_size:
+    if offload.block_size != block_size:  # type: ignore[attr-defined]
         raise InvalidRequestError(
-            f"the offload tier stores blocks of {offload.block_size} tokens but the cache's are {block_size}; "
+            f"the offload tier stores blocks of {offload.block_size} tokens but the cache's are {block_size}; "  # type: ignore[attr-defined]
             f"build the tier over the pool the cache indexes"
         )
-    return offload
+    return offload  # type: ignore[return-value]
 
 
 def offload_fields(tier: OffloadTier | None, hit_tokens: int) -> dict[str, int]:
@@ -272,4 +290,7 @@ def blocks_for_gb(gb: float, bytes_per_block: int) -> int:
     return int(gb * (1 << 30)) // bytes_per_block
 
 
-__all__ = ["CheckedOut", "OffloadStats", "OffloadTier", "blocks_for_gb", "check_offload", "offload_fields"]
+__all__ = [
+    "TIER_METHODS", "CheckedOut", "OffloadStats", "OffloadTier", "blocks_for_gb", "check_offload", "offload_fields",
+    "tier_lacks",
+]
