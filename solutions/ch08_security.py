@@ -7,8 +7,8 @@ judged on the others, and the ROC AUC of the timings). 8.2 is the fix with a
 middle way: block hashes salted per tenant from the first block that is not
 public, so a published system prompt is still shared. 8.3 is the CPU offload
 tier's store and copy-back, which keeps evicted blocks in host memory; it
-plugs into the engine (the grader swaps it in for minikv's tier of
-``LLM(..., cpu_offload_blocks=N)``). Check your work with
+plugs into the engine as ``LLM(..., cpu_offload_blocks=N, cpu_offload_cls=HostTier)``,
+in place of minikv's tier (the grader runs it so). Check your work with
 ``minikv grade --chapter 8``, or ``minikv.grade.check("8.1")`` in the notebook.
 """
 
@@ -134,6 +134,9 @@ class HostTier(OffloadTier):
     The copies go through the pool: ``self.pool.save_blocks(block_ids,
     self.host, slots)`` copies pool blocks into host slots,
     ``self.pool.load_blocks(self.host, slots, block_ids)`` copies back.
+
+    The engine builds it in place of minikv's tier with
+    ``LLM(..., cpu_offload_blocks=N, cpu_offload_cls=HostTier)``.
     """
 
     def __init__(self, pool: Any, num_blocks: int) -> None:

@@ -477,8 +477,11 @@ CELLS = [
     index and the counters, and gives the rest of the interface): `store` copies evicted blocks out,
     evicting the least recently stored entries when the tier is full; `checkout` takes the blocks a
     hit found out of the index (a block lives in one level at a time); `load` copies them back into
-    the pool blocks the cache allocated and frees their slots. Its last check builds
-    `LLM("tiny-llama", cpu_offload_blocks=48)` and hands the cache your tier in place of minikv's.
+    the pool blocks the cache allocated and frees their slots. The engine takes your class the way it
+    takes minikv's: `LLM(..., cpu_offload_blocks=N, cpu_offload_cls=HostTier)` builds
+    `HostTier(llm.kv_pool, N)` in place of `OffloadTier` and gives it to the prefix cache. The last
+    check runs `LLM("tiny-llama", cpu_offload_blocks=48, cpu_offload_cls=HostTier)` against the same
+    engine with minikv's tier.
     """),
     code(r"""
     minikv.grade.check("8.3")
@@ -498,8 +501,14 @@ CELLS = [
         print("not done yet: finish exercise 8.3 in exercises/ch08_security.py.")
     if mine is not None:
         print(f"your tier of 1024 blocks: hit rate {mine:.1%} (minikv's: {TIER_RATES['hash', 1024][0]:.1%})")
+        # the same chats as above, with your tier inside the engine
+        _, yours = chat_ttft(cpu_offload_blocks=256, cpu_offload_cls=ex.HostTier)
+        _, theirs = chat_ttft(cpu_offload_blocks=256)
+        print(f"in the engine: {yours.offload_hit_tokens:,} tokens copied back from your tier "
+              f"(minikv's: {theirs.offload_hit_tokens:,}), hit rate {yours.hit_rate:.1%} ({theirs.hit_rate:.1%})")
         if SOLUTIONS:
             assert mine == TIER_RATES["hash", 1024][0]
+            assert yours.offload_hit_tokens == theirs.offload_hit_tokens > 0 and yours.hit_rate == theirs.hit_rate
     """),
     md(r"""
     ## 6 · Moving on: vLLM and SGLang
@@ -517,7 +526,7 @@ CELLS = [
     | tenant isolation | `cache_salt` (request field) | `cache_salt` (request field, the CVE-2025-46570 fix) | `cache_salt` in recent releases |
     | cached tokens in the response | always | `--enable-prompt-tokens-details` | `--enable-cache-report` |
     | cache-aware order | `policy="lpm"` | FCFS or priority | `--schedule-policy lpm` (default) |
-    | second memory tier | `cpu_offload_blocks` / `cpu_offload_gb` | `kv_offloading_size` (OffloadingConnector) | HiCache: `--enable-hierarchical-cache` |
+    | second memory tier | `cpu_offload_blocks` / `cpu_offload_gb`; your tier class: `cpu_offload_cls` | `kv_offloading_size` (OffloadingConnector) | HiCache: `--enable-hierarchical-cache` |
 
     The same attack runs against any of them: `minikv bench leak --base-url http://127.0.0.1:8000/v1`
     probes an OpenAI-compatible server over streaming completions, `cache_salt` in the body.

@@ -4,8 +4,8 @@
 References: :mod:`minikv.security.auc` (``fit_threshold``, ``balanced_accuracy``, ``roc_auc``), the hash chain
 of :mod:`minikv.prefix.hashing` (``chain_block_hashes`` for the first block's salt), and
 :class:`minikv.prefix.offload.OffloadTier`; hand-made cases that each isolate one rule, then hypothesis-drawn
-ones. 8.3's final check serves ``LLM("tiny-llama", prefix_cache="hash", cpu_offload_blocks=48)`` with the
-learner's tier in place of minikv's.
+ones. 8.3's final check serves ``LLM("tiny-llama", prefix_cache="hash", cpu_offload_blocks=48,
+cpu_offload_cls=HostTier)``: the learner's tier in place of minikv's.
 """
 
 from minikv.grade.checks.ch08 import attack, salt, tier

@@ -2,9 +2,10 @@
 :class:`~minikv.prefix.offload.OffloadTier`, step by step over small pools (the keys it holds in LRU order,
 its counters, and the K/V each copy back writes), then swapped in for the engine's tier.
 
-The engine builds its tier itself (``LLM(..., cpu_offload_blocks=N)`` makes an ``OffloadTier`` over its
-pool), so the final check builds that engine and hands the cache the learner's tier over the same pool
-instead; the caches call only the tier's methods, so nothing else changes.
+The engine builds its tier itself over its own pool (``LLM(..., cpu_offload_blocks=N)`` makes an
+``OffloadTier``), and ``cpu_offload_cls=`` names the class it builds instead: the final check runs the
+engine with ``cpu_offload_cls=HostTier`` against the same engine with minikv's tier; the caches call only
+the tier's methods, so nothing else changes.
 """
 
 from __future__ import annotations
@@ -186,36 +187,14 @@ def _chats(turns: int = 3, conversations: int = 4, seed: int = 0) -> tuple[tuple
     return tuple(rounds)
 
 
-class TierWorkload(Workload):
-    """A workload whose engine gets the learner's tier (``plug["tier"]``, a class) in place of minikv's."""
-
-    def run(self, plug: dict[str, Any]):  # type: ignore[override]
-        tier_cls = plug.get("tier")
-        if tier_cls is None:
-            return super().run(plug)
-        from minikv import LLM, SamplingParams
-
-        llm = LLM("tiny-llama", **{"device": "cpu", **self.options})
-        engine = llm.llm_engine
-        tier = tier_cls(engine.kv_pool, self.options["cpu_offload_blocks"])
-        engine.parts.offload_tier = tier
-        engine.cache.offload = tier
-        params = SamplingParams(max_tokens=self.max_tokens, temperature=0.0, ignore_eos=self.ignore_eos)
-        runs = []
-        for prompts in self.rounds:
-            outs = llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params)
-            runs.append([(tuple(o.token_ids), int(o.num_cached_tokens)) for o in outs])
-        return runs, {}
-
-
-WORKLOAD = TierWorkload(
+WORKLOAD = Workload(
     "ch08-tier", _chats(), max_tokens=4, cached=True,
     options={"prefix_cache": "hash", "block_size": 4, "num_blocks": 12, "cpu_offload_blocks": 48},
     about="the tier copied back other K/V than the block held when it was evicted",
 )
 
 
-@engine_check(ex83, "serves LLM('tiny-llama', cpu_offload_blocks=48) like minikv's tier", WORKLOAD, reference={},
-              ref_name="OffloadTier")
+@engine_check(ex83, "serves LLM('tiny-llama', cpu_offload_blocks=48, cpu_offload_cls=HostTier) like minikv's tier",
+              WORKLOAD, reference={}, ref_name="OffloadTier")
 def _engine(learner: Learner) -> Plug:
-    return Plug({"tier": _tier_cls(learner)}, "your HostTier")
+    return Plug({"cpu_offload_cls": _tier_cls(learner)}, "your HostTier (cpu_offload_cls=HostTier)")
