@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 from minikv.prefix.base import CacheStats, as_token_ids
 from minikv.prefix.ghost import block_keys, check_hit, classify
-from minikv.prefix.radix.node import Namespace, RadixNode, make_namespace
+from minikv.prefix.radix.node import RadixNode, make_namespace
 from minikv.prefix.radix.tree import RadixTree
 from minikv.prefix.report import MissReport
 
