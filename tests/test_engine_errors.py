@@ -167,3 +167,23 @@ def test_top_k_and_top_p_restrict_the_choices() -> None:
     assert set(draws(top_k=3)) == {0, 1, 2}
     assert set(draws(top_p=0.6)) == {0, 1}  # .42 < .6 <= .42 + .25
     assert set(draws(top_k=3, top_p=0.3)) == {0}
+
+
+@pytest.mark.parametrize("kwargs", [dict(top_p=1e-300), dict(top_p=1e-46), dict(temperature=1e-38),
+                                    dict(temperature=1e-300, top_k=5)])
+def test_extreme_but_valid_sampling_values_are_greedy(kwargs: dict) -> None:
+    # top_p below float32's smallest number rounds to 0 there, and logits / 1e-38 overflow to inf: both used to
+    # give torch.multinomial an invalid distribution and fail the whole step
+    logits = torch.tensor([0.5, 3.0, -2.0, 2.9, 1.0]) * 10
+    gen = torch.Generator().manual_seed(0)
+    assert {sample_one(logits, SamplingParams(**kwargs), gen) for _ in range(20)} == {1}
+
+
+def test_extreme_sampling_values_run_through_the_engine() -> None:
+    llm = load_llm(TINY)
+    greedy = [list(o.token_ids) for o in llm.generate(["hello", "abc"], SamplingParams(max_tokens=8, temperature=0.0,
+                                                                                        ignore_eos=True))]
+    for kwargs in (dict(top_p=1e-300), dict(temperature=1e-40)):
+        params = SamplingParams(**{"max_tokens": 8, "ignore_eos": True, "seed": 3, **kwargs})
+        assert [list(o.token_ids) for o in llm.generate(["hello", "abc"], params)] == greedy, kwargs
+    assert_nothing_allocated(llm)
