@@ -165,6 +165,29 @@ def test_bad_completion_requests(srv, body, status, param):
     wait_idle(srv)
 
 
+@pytest.mark.parametrize("body", [b"[1, 2]", b"null", b"3", b'"text"'])
+def test_a_body_that_is_not_an_object_says_so(srv, body):
+    for path in ("/completions", "/chat/completions"):
+        r = httpx.post(srv.base_url + path, content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["message"].startswith("the request body must be a JSON object"), err
+        assert err["param"] is None
+
+
+@pytest.mark.parametrize("extra", [{"top_p": 1e-300}, {"temperature": 1e-300}, {"temperature": 1e-40, "top_k": 3}])
+def test_extreme_sampling_values_are_served_without_a_step_error(srv, extra):
+    # these once failed the engine step (an invalid distribution for torch.multinomial): a 500 for this
+    # request and every other one in flight
+    errors = httpx.get(srv.url + "/stats").json()["num_step_errors"]
+    r = httpx.post(srv.base_url + "/completions", json={"model": MODEL, "prompt": "hi", "max_tokens": 3,
+                                                        "ignore_eos": True, **extra})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 3
+    assert httpx.get(srv.url + "/stats").json()["num_step_errors"] == errors
+    wait_idle(srv)
+
+
 @pytest.mark.parametrize("messages", [[], [{"role": "wizard", "content": "hi"}], [{"content": "hi"}], "hi"])
 def test_bad_chat_requests(srv, messages):
     r = httpx.post(srv.base_url + "/chat/completions", json={"model": MODEL, "messages": messages})

@@ -148,7 +148,7 @@ def describe_validation_error(errors: list[dict[str, Any]]) -> tuple[str, str | 
         return "the request body is not valid JSON; send a JSON object with Content-Type: application/json", None
     if kind == "missing":
         return f"the field {param!r} is required", param
-    if not loc and kind in ("model_attributes_type", "dict_type"):
-        return "the request body must be a JSON object", None
+    if not loc and kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"the request body must be a JSON object, got {first.get('input')!r:.80}", None
     got = first.get("input")
     return f"{param}: {first.get('msg', 'is not valid')} (got {got!r:.80})", param
