@@ -40,8 +40,7 @@ import torch
 
 # sm_90 (H100/H200): at most 227 KiB of shared memory per block (opt-in); 64K registers per SM
 SM90_SHARED_LIMIT = 232_448
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
-               torch.int32: "i32", torch.int64: "i64", torch.bool: "i1", torch.uint8: "u8"}
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # scenario names
 KERNEL_MODULES = ("triton_decode", "triton_prefill", "triton_cascade", "triton_store")
 ATTENTION_KERNELS = ("paged_decode_kernel", "paged_prefill_kernel", "shared_prefix_kernel")
 
